@@ -1,0 +1,15 @@
+"""Reading and writing volumes and tables: HDF5 contract of SPEC §6, atomic writes, input checks."""
+
+from .atomic import atomic_output, atomic_write_csv, check_free_disk
+from .volume import InputError, read_volume, read_volume_lazy, volume_info, write_volume
+
+__all__ = [
+    "InputError",
+    "atomic_output",
+    "atomic_write_csv",
+    "check_free_disk",
+    "read_volume",
+    "read_volume_lazy",
+    "volume_info",
+    "write_volume",
+]

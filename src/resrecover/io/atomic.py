@@ -1,0 +1,71 @@
+"""Atomic outputs: everything is written under a temporary name in the target folder, then renamed.
+
+A process killed mid-write therefore never leaves a file under the final name, and Snakemake (or a
+user) can never take a half-written file for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .. import ResrecoverError
+
+
+class DiskSpaceError(ResrecoverError):
+    """Not enough free disk for an output."""
+
+
+def check_free_disk(path: str | Path, nbytes: int, margin: float = 1.05) -> None:
+    """Stop early when ``nbytes`` (times ``margin``) will not fit on the file system of ``path``."""
+    folder = Path(path).resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    need = int(nbytes * margin)
+    if need > free:
+        raise DiskSpaceError(
+            f"{path}: needs {need / 1e9:.2f} GB but only {free / 1e9:.2f} GB are free on {folder}"
+        )
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, suffix: str | None = None):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    >>> with atomic_output("out.h5") as tmp:  # doctest: +SKIP
+    ...     write_something(tmp)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = suffix if suffix is not None else "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        if tmp.is_dir() or tmp.exists():
+            with contextlib.suppress(OSError):
+                fd = os.open(tmp, os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        else:
+            raise ResrecoverError(f"{path}: the writer produced no file")
+    finally:
+        if tmp.exists() and tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_csv(df, path: str | Path, **kwargs) -> None:
+    """Write a pandas DataFrame to CSV atomically (index off unless asked)."""
+    kwargs.setdefault("index", False)
+    with atomic_output(path) as tmp:
+        df.to_csv(tmp, **kwargs)
