@@ -1,0 +1,26 @@
+# resrecover: deep-learning resolution recovery for 3D X-ray microscopy, re-run from scratch.
+# Stages, parameters and outputs: README.md and ../shared/SPEC.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/phantom.smk"
+include: "workflow/rules/scan.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/recover.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,184 @@
+# Stage 5: the paper's figures 1-9 (SPEC §4.5), each PNG + PDF and a report() item with a caption.
+# Every plotted number is in a CSV under results/tables/ (or the per-pore tables of results/pores/).
+
+TABLES = expand(
+    "results/tables/{table}.csv",
+    table=[
+        "image_metrics",
+        "gaussian_fit",
+        "gaussian_fit_best",
+        "fsc",
+        "fsc_resolution",
+        "pores_summary",
+        "pore_size_histogram",
+    ],
+)
+FIGURE_NAMES = [
+    "fig1_training_pairs",
+    "fig2_deepnet_train_vs_alternate",
+    "fig3_image_metrics",
+    "fig4_slice_grid",
+    "fig5_pore_recovery",
+    "fig6_pore_size_histograms",
+    "fig7_sphericity",
+    "fig8_msssim_maps",
+    "fig9_gaussian_fit",
+]
+FIGURES = expand("results/figures/{name}.{ext}", name=FIGURE_NAMES, ext=["png", "pdf"])
+
+
+def figure_rule_outputs(name):
+    return {
+        "png": report(
+            f"results/figures/{name}.png",
+            caption=f"../report/{name}.rst",
+            category="Figures",
+            labels={"figure": name.split("_")[0]},
+        ),
+        "pdf": f"results/figures/{name}.pdf",
+    }
+
+
+rule fig1_training_pairs:
+    input:
+        volumes=expand("results/recon/train/sigma{sigma}.h5", sigma=ALL_SIGMAS),
+    output:
+        **figure_rule_outputs("fig1_training_pairs"),
+    log:
+        "logs/figures/fig1_training_pairs.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule fig2_deepnet_train_vs_alternate:
+    input:
+        image_metrics="results/tables/image_metrics.csv",
+        pores_summary="results/tables/pores_summary.csv",
+        volumes=expand(
+            "results/recovered/deepnet/{realization}/sigma{sigma}.h5",
+            realization=REALIZATIONS,
+            sigma=LRES_SIGMAS,
+        )
+        if "deepnet" in METHODS
+        else [],
+        ground_truth=expand("results/recon/{realization}/ground_truth.h5", realization=REALIZATIONS),
+    output:
+        **figure_rule_outputs("fig2_deepnet_train_vs_alternate"),
+    log:
+        "logs/figures/fig2_deepnet_train_vs_alternate.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule fig3_image_metrics:
+    input:
+        image_metrics="results/tables/image_metrics.csv",
+    output:
+        **figure_rule_outputs("fig3_image_metrics"),
+    log:
+        "logs/figures/fig3_image_metrics.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule fig4_slice_grid:
+    input:
+        inputs=expand("results/recon/alternate/sigma{sigma}.h5", sigma=LRES_SIGMAS),
+        recovered=expand(
+            "results/recovered/{method}/alternate/sigma{sigma}.h5",
+            method=METHODS,
+            sigma=LRES_SIGMAS,
+        ),
+        ground_truth="results/recon/alternate/ground_truth.h5",
+    output:
+        **figure_rule_outputs("fig4_slice_grid"),
+    log:
+        "logs/figures/fig4_slice_grid.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule fig5_pore_recovery:
+    input:
+        pores_summary="results/tables/pores_summary.csv",
+    output:
+        **figure_rule_outputs("fig5_pore_recovery"),
+    log:
+        "logs/figures/fig5_pore_recovery.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule fig6_pore_size_histograms:
+    input:
+        histogram="results/tables/pore_size_histogram.csv",
+        pores_summary="results/tables/pores_summary.csv",
+    output:
+        **figure_rule_outputs("fig6_pore_size_histograms"),
+    log:
+        "logs/figures/fig6_pore_size_histograms.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule fig7_sphericity:
+    input:
+        pores=expand(
+            "results/pores/{method}/{realization}/sigma{sigma}.csv",
+            method=METHODS,
+            realization=REALIZATIONS,
+            sigma=LRES_SIGMAS,
+        ),
+        ground_truth_pores=expand("results/pores/ground_truth/{realization}.csv", realization=REALIZATIONS),
+        pores_summary="results/tables/pores_summary.csv",
+    output:
+        **figure_rule_outputs("fig7_sphericity"),
+    log:
+        "logs/figures/fig7_sphericity.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule fig8_msssim_maps:
+    input:
+        maps=expand(
+            "results/maps/msssim/{method}/alternate/sigma{sigma}.h5",
+            method=METHODS,
+            sigma=MAP_SIGMAS,
+        ),
+    output:
+        **figure_rule_outputs("fig8_msssim_maps"),
+    log:
+        "logs/figures/fig8_msssim_maps.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"
+
+
+rule fig9_gaussian_fit:
+    input:
+        gaussian_fit="results/tables/gaussian_fit.csv",
+        gaussian_fit_best="results/tables/gaussian_fit_best.csv",
+    output:
+        **figure_rule_outputs("fig9_gaussian_fit"),
+    log:
+        "logs/figures/fig9_gaussian_fit.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/figure.py"

@@ -1,0 +1,20 @@
+# Stage 1: foam phantoms (SPEC §4.1): seeded void placement and supersampled voxelization.
+
+
+rule phantom:
+    output:
+        "results/phantoms/{realization}.h5",
+    params:
+        seed=lambda wc: config["realizations"][wc.realization],
+    log:
+        "logs/phantom/{realization}.log",
+    benchmark:
+        "benchmarks/phantom/{realization}.tsv"
+    conda:
+        "../../envs/simulation.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/make_phantom.py"
