@@ -12,6 +12,15 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    realization=alternatives(REALIZATIONS),
+    sigma=alternatives(ALL_SIGMAS),
+    method=alternatives(EVALUATED),
+    network=alternatives(NETWORKS or ["none"]),
+
+
 include: "workflow/rules/phantom.smk"
 include: "workflow/rules/scan.smk"
 include: "workflow/rules/train.smk"
@@ -21,6 +30,6 @@ include: "workflow/rules/figures.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_outputs(),
-    default_target: True

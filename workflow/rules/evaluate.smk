@@ -2,13 +2,6 @@
 # FSC, one segmentation recipe for every volume, pore tables with one-to-one matching, MS-SSIM maps.
 
 
-def evaluated_volume(wc):
-    """The volume a method produced; `fdk` is the un-recovered LRES input, evaluated as a baseline."""
-    if wc.method == "fdk":
-        return f"results/recon/{wc.realization}/sigma{wc.sigma}.h5"
-    return recovered(wc.method, wc.realization, wc.sigma)
-
-
 rule segment_ground_truth:
     input:
         "results/recon/{realization}/ground_truth.h5",
@@ -19,7 +12,7 @@ rule segment_ground_truth:
     log:
         "logs/segment_ground_truth/{realization}.log",
     benchmark:
-        "benchmarks/segment_ground_truth/{realization}.tsv"
+        "results/benchmarks/segment_ground_truth/{realization}.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -43,18 +36,18 @@ rule evaluate_volume:
         gaussian_fit="results/evaluation/{method}/{realization}/sigma{sigma}/gaussian_fit.csv",
         fsc="results/evaluation/{method}/{realization}/sigma{sigma}/fsc.csv",
         pores_summary="results/evaluation/{method}/{realization}/sigma{sigma}/pores_summary.csv",
-    params:
-        denoise=lambda wc: wc.method == "rl" and config["evaluation"]["nlm_for_rl"],
     log:
         "logs/evaluate/{method}/{realization}/sigma{sigma}.log",
     benchmark:
-        "benchmarks/evaluate/{method}/{realization}/sigma{sigma}.tsv"
+        "results/benchmarks/evaluate/{method}/{realization}/sigma{sigma}.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
+    params:
+        denoise=lambda wc: wc.method == "rl" and config["evaluation"]["nlm_for_rl"],
     script:
         "../scripts/evaluate_volume.py"
 
@@ -68,7 +61,7 @@ rule msssim_map:
     log:
         "logs/msssim_map/{method}/{realization}/sigma{sigma}.log",
     benchmark:
-        "benchmarks/msssim_map/{method}/{realization}/sigma{sigma}.tsv"
+        "results/benchmarks/msssim_map/{method}/{realization}/sigma{sigma}.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -89,13 +82,13 @@ rule collect_tables:
         ),
     output:
         "results/tables/{table}.csv",
-    wildcard_constraints:
-        table="image_metrics|gaussian_fit|fsc",
     log:
         "logs/collect_tables/{table}.log",
+    wildcard_constraints:
+        table="image_metrics|gaussian_fit|fsc",
+    localrule: True
     conda:
         "../../envs/analysis.yaml"
-    localrule: True
     script:
         "../scripts/collect_tables.py"
 
@@ -118,7 +111,9 @@ rule collect_pore_tables:
             realization=REALIZATIONS,
             sigma=LRES_SIGMAS,
         ),
-        ground_truth_pores=expand("results/pores/ground_truth/{realization}.csv", realization=REALIZATIONS),
+        ground_truth_pores=expand(
+            "results/pores/ground_truth/{realization}.csv", realization=REALIZATIONS
+        ),
         gaussian_fit="results/tables/gaussian_fit.csv",
         fsc="results/tables/fsc.csv",
     output:
@@ -126,12 +121,12 @@ rule collect_pore_tables:
         histogram="results/tables/pore_size_histogram.csv",
         gaussian_fit_best="results/tables/gaussian_fit_best.csv",
         fsc_resolution="results/tables/fsc_resolution.csv",
-    params:
-        bin_um=config["evaluation"]["histogram_bin_um"],
     log:
         "logs/collect_pore_tables.log",
+    localrule: True
     conda:
         "../../envs/analysis.yaml"
-    localrule: True
+    params:
+        bin_um=config["evaluation"]["histogram_bin_um"],
     script:
         "../scripts/collect_pore_tables.py"

@@ -1,43 +1,6 @@
 # Stage 5: the paper's figures 1-9 (SPEC §4.5), each PNG + PDF and a report() item with a caption.
 # Every plotted number is in a CSV under results/tables/ (or the per-pore tables of results/pores/).
 
-TABLES = expand(
-    "results/tables/{table}.csv",
-    table=[
-        "image_metrics",
-        "gaussian_fit",
-        "gaussian_fit_best",
-        "fsc",
-        "fsc_resolution",
-        "pores_summary",
-        "pore_size_histogram",
-    ],
-)
-FIGURE_NAMES = [
-    "fig1_training_pairs",
-    "fig2_deepnet_train_vs_alternate",
-    "fig3_image_metrics",
-    "fig4_slice_grid",
-    "fig5_pore_recovery",
-    "fig6_pore_size_histograms",
-    "fig7_sphericity",
-    "fig8_msssim_maps",
-    "fig9_gaussian_fit",
-]
-FIGURES = expand("results/figures/{name}.{ext}", name=FIGURE_NAMES, ext=["png", "pdf"])
-
-
-def figure_rule_outputs(name):
-    return {
-        "png": report(
-            f"results/figures/{name}.png",
-            caption=f"../report/{name}.rst",
-            category="Figures",
-            labels={"figure": name.split("_")[0]},
-        ),
-        "pdf": f"results/figures/{name}.pdf",
-    }
-
 
 rule fig1_training_pairs:
     input:
@@ -56,14 +19,18 @@ rule fig2_deepnet_train_vs_alternate:
     input:
         image_metrics="results/tables/image_metrics.csv",
         pores_summary="results/tables/pores_summary.csv",
-        volumes=expand(
-            "results/recovered/deepnet/{realization}/sigma{sigma}.h5",
-            realization=REALIZATIONS,
-            sigma=LRES_SIGMAS,
-        )
-        if "deepnet" in METHODS
-        else [],
-        ground_truth=expand("results/recon/{realization}/ground_truth.h5", realization=REALIZATIONS),
+        volumes=(
+            expand(
+                "results/recovered/deepnet/{realization}/sigma{sigma}.h5",
+                realization=REALIZATIONS,
+                sigma=LRES_SIGMAS,
+            )
+            if "deepnet" in METHODS
+            else []
+        ),
+        ground_truth=expand(
+            "results/recon/{realization}/ground_truth.h5", realization=REALIZATIONS
+        ),
     output:
         **figure_rule_outputs("fig2_deepnet_train_vs_alternate"),
     log:
@@ -141,7 +108,9 @@ rule fig7_sphericity:
             realization=REALIZATIONS,
             sigma=LRES_SIGMAS,
         ),
-        ground_truth_pores=expand("results/pores/ground_truth/{realization}.csv", realization=REALIZATIONS),
+        ground_truth_pores=expand(
+            "results/pores/ground_truth/{realization}.csv", realization=REALIZATIONS
+        ),
         pores_summary="results/tables/pores_summary.csv",
     output:
         **figure_rule_outputs("fig7_sphericity"),

@@ -4,17 +4,17 @@
 rule phantom:
     output:
         "results/phantoms/{realization}.h5",
-    params:
-        seed=lambda wc: config["realizations"][wc.realization],
     log:
         "logs/phantom/{realization}.log",
     benchmark:
-        "benchmarks/phantom/{realization}.tsv"
+        "results/benchmarks/phantom/{realization}.tsv"
     conda:
         "../../envs/simulation.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        seed=lambda wc: config["realizations"][wc.realization],
     script:
         "../scripts/make_phantom.py"

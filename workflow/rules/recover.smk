@@ -11,7 +11,8 @@ rule recover_network:
     log:
         "logs/recover/{network}/{realization}/sigma{sigma}.log",
     benchmark:
-        "benchmarks/recover/{network}/{realization}/sigma{sigma}.tsv"
+        "results/benchmarks/recover/{network}/{realization}/sigma{sigma}.tsv"
+    retries: 1
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -28,12 +29,11 @@ rule richardson_lucy:
         "results/recon/{realization}/sigma{sigma}.h5",
     output:
         "results/recovered/rl/{realization}/sigma{sigma}.h5",
-    params:
-        sigma_um=lambda wc: float(wc.sigma),
     log:
         "logs/recover/rl/{realization}/sigma{sigma}.log",
     benchmark:
-        "benchmarks/recover/rl/{realization}/sigma{sigma}.tsv"
+        "results/benchmarks/recover/rl/{realization}/sigma{sigma}.tsv"
+    retries: 1
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -41,5 +41,7 @@ rule richardson_lucy:
         gpu=1,
         mem_mb=16000,
         runtime=60,
+    params:
+        sigma_um=lambda wc: float(wc.sigma),
     script:
         "../scripts/richardson_lucy.py"

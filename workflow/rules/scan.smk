@@ -9,7 +9,7 @@ rule project_phantom:
     log:
         "logs/project_phantom/{realization}.log",
     benchmark:
-        "benchmarks/project_phantom/{realization}.tsv"
+        "results/benchmarks/project_phantom/{realization}.tsv"
     conda:
         "../../envs/simulation.yaml"
     threads: 2
@@ -26,18 +26,18 @@ rule degrade_scan:
         "results/projections/{realization}/clean.h5",
     output:
         projection_output("results/projections/{realization}/sigma{sigma}.h5"),
-    params:
-        sigma_um=lambda wc: float(wc.sigma),
     log:
         "logs/degrade_scan/{realization}/sigma{sigma}.log",
     benchmark:
-        "benchmarks/degrade_scan/{realization}/sigma{sigma}.tsv"
+        "results/benchmarks/degrade_scan/{realization}/sigma{sigma}.tsv"
     conda:
         "../../envs/simulation.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=30,
+    params:
+        sigma_um=lambda wc: float(wc.sigma),
     script:
         "../scripts/degrade_scan.py"
 
@@ -50,7 +50,7 @@ rule fdk:
     log:
         "logs/fdk/{realization}/sigma{sigma}.log",
     benchmark:
-        "benchmarks/fdk/{realization}/sigma{sigma}.tsv"
+        "results/benchmarks/fdk/{realization}/sigma{sigma}.tsv"
     conda:
         "../../envs/simulation.yaml"
     threads: 2
@@ -70,7 +70,7 @@ rule ground_truth:
     log:
         "logs/ground_truth/{realization}.log",
     benchmark:
-        "benchmarks/ground_truth/{realization}.tsv"
+        "results/benchmarks/ground_truth/{realization}.tsv"
     conda:
         "../../envs/simulation.yaml"
     threads: 2

@@ -9,13 +9,11 @@ rule train:
         weights="results/models/{network}/sigma{sigma}/model.safetensors",
         settings="results/models/{network}/sigma{sigma}/model.json",
         train_log="results/models/{network}/sigma{sigma}/train_log.csv",
-    params:
-        checkpoint_dir="results/models/{network}/sigma{sigma}/checkpoints",
-        seed=lambda wc: derive_seed(config["seed"], "train", wc.network, wc.sigma),
     log:
         "logs/train/{network}/sigma{sigma}.log",
     benchmark:
-        "benchmarks/train/{network}/sigma{sigma}.tsv"
+        "results/benchmarks/train/{network}/sigma{sigma}.tsv"
+    retries: 1
     conda:
         "../../envs/torch.yaml"
     threads: 2
@@ -23,5 +21,8 @@ rule train:
         gpu=1,
         mem_mb=16000,
         runtime=240,
+    params:
+        checkpoint_dir="results/models/{network}/sigma{sigma}/checkpoints",
+        seed=lambda wc: derive_seed(config["seed"], "train", wc.network, wc.sigma),
     script:
         "../scripts/train.py"

@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine:
+#   make demo   creates .venv, installs, runs the quick preset end to end (all figures, tables, report)
+#   make test   creates .venv, installs, runs the test suite (workflow runs, lint, Slurm when root)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= 2
+
+.PHONY: demo test bench lint paper clean-results
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU build of torch for demo and tests; GPU users install a CUDA build (README).
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml
+	$(BIN)/snakemake --cores 1 --configfile config/quick.yaml --report results/report.zip
+	@echo
+	@echo "Figures:  results/figures/fig1..fig9 (PNG + PDF)"
+	@echo "Tables:   results/tables/*.csv"
+	@echo "Report:   results/report.zip (unzip, open report.html)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -rs
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python benchmarks/run_all.py
+
+paper: $(STAMP)
+	$(BIN)/snakemake --cores 8 --resources gpu=2
+
+clean-results:
+	rm -rf results logs .snakemake

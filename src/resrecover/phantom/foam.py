@@ -1,0 +1,480 @@
+"""Foam phantoms (SPEC §4.1): greedy void placement in a cylinder and supersampled voxelization.
+
+Our own implementation of the algorithm of Pelt, Hendriksen & Batenburg, "Foam-like phantoms for
+comparing tomography algorithms", J. Synchrotron Rad. 29:254 (2022), from the facts listed in
+``FOAM.md`` (no code of their ``foam_ct_phantom`` package is used).
+
+Two coordinate systems are used:
+
+* **cylinder units** (:func:`place_voids`): lengths in units of the foam cylinder's radius, the
+  cylinder is ``x² + y² < 1`` around the z axis;
+* **µm** (:func:`voxelize_foam`, :func:`generate_foam`): lengths are ``unit × cylinder_radius_um``,
+  relative to the centre of the voxel grid.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import ResrecoverError
+
+log = logging.getLogger(__name__)
+
+#: Column names of a sphere table in µm, as stored with the phantom (dataset ``spheres``).
+SPHERES_COLUMNS = "x_um,y_um,z_um,radius_um"
+
+# Largest (candidates × spheres) block of distances held at once while redrawing candidates.
+_BLOCK_ELEMENTS = 1 << 21
+# Redrawn candidates are kept out of the z-sorted index until this fraction of all candidates has
+# been redrawn; then the index is rebuilt (an argsort).
+_DIRTY_FRACTION = 1 / 16
+
+
+class PhantomError(ResrecoverError):
+    """A phantom parameter makes the foam impossible to build (e.g. no free space left)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Placement (cylinder units)
+# --------------------------------------------------------------------------------------------
+
+
+def _uniform_in_cylinder(rng: np.random.Generator, n: int, zrange: float) -> np.ndarray:
+    """(n, 3) points uniform in the cylinder ``x² + y² < 1``, ``|z| ≤ zrange``.
+
+    x and y by rejection from the square [-1, 1]², z uniform. The number of random values drawn
+    depends only on ``n`` and the stream, so the result is reproducible.
+    """
+    xy_parts = []
+    got = 0
+    while got < n:
+        need = n - got
+        trial = rng.uniform(-1.0, 1.0, size=(int(need * 1.3) + 16, 2))  # π/4 ≈ 0.785 accepted
+        keep = trial[np.einsum("ij,ij->i", trial, trial) < 1.0][:need]
+        xy_parts.append(keep)
+        got += len(keep)
+    xy = np.concatenate(xy_parts) if len(xy_parts) > 1 else xy_parts[0]
+    z = rng.uniform(-zrange, zrange, size=n)
+    return np.column_stack([xy, z])
+
+
+def _free_radius(points: np.ndarray, spheres: np.ndarray) -> np.ndarray:
+    """Free radius of each point: min(distance to the wall, distance to the nearest sphere surface).
+
+    ``points`` (m, 3), ``spheres`` (k, 4) in cylinder units; negative inside a sphere.
+    """
+    wall = 1.0 - np.sqrt(points[:, 0] * points[:, 0] + points[:, 1] * points[:, 1])
+    if len(spheres) == 0:
+        return wall
+    free = wall.copy()
+    rows = max(1, _BLOCK_ELEMENTS // len(spheres))
+    for start in range(0, len(points), rows):
+        p = points[start : start + rows]
+        dx = p[:, 0, None] - spheres[None, :, 0]
+        dy = p[:, 1, None] - spheres[None, :, 1]
+        dz = p[:, 2, None] - spheres[None, :, 2]
+        surface = np.sqrt(dx * dx + dy * dy + dz * dz) - spheres[None, :, 3]
+        np.minimum(free[start : start + rows], surface.min(axis=1), out=free[start : start + rows])
+    return free
+
+
+def _draw_free_candidates(
+    rng: np.random.Generator, n: int, zrange: float, spheres: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` fresh candidates uniform in the cylinder *outside* every sphere, with their free radii.
+
+    Returns ``(points (n, 3), free_radius (n,))``. Points are drawn in batches sized by the current
+    void fraction and rejected when inside a sphere (free radius < 0).
+    """
+    void_volume = 4.0 / 3.0 * np.pi * float(np.sum(spheres[:, 3] ** 3))
+    free_fraction = max(0.05, 1.0 - void_volume / (np.pi * 2.0 * zrange))
+    points_parts, free_parts = [], []
+    got = 0
+    while got < n:
+        need = n - got
+        trial = _uniform_in_cylinder(rng, int(need / free_fraction * 1.2) + 8, zrange)
+        free = _free_radius(trial, spheres)
+        outside = free >= 0.0
+        points_parts.append(trial[outside][:need])
+        free_parts.append(free[outside][:need])
+        got += len(points_parts[-1])
+    return np.concatenate(points_parts), np.concatenate(free_parts)
+
+
+def place_voids(n_voids: int, n_candidates: int, max_radius: float, zrange: float, seed: int) -> np.ndarray:
+    """Place non-overlapping spherical voids in a cylinder, greedily and biggest first.
+
+    The placement rule of Pelt et al. (2022): ``n_candidates`` points are drawn uniformly in the
+    cylinder of radius 1 (z in [-zrange, zrange]); each keeps its *free radius*, the distance to the
+    wall or to the nearest sphere surface, whichever is smaller. Each step places one sphere:
+
+    * if any candidate's free radius exceeds ``max_radius``, one of those candidates is chosen
+      uniformly at random and gets radius ``max_radius``;
+    * otherwise the candidate with the largest free radius (ties broken at random) gets exactly its
+      free radius, so the new sphere touches its nearest neighbour or the wall.
+
+    Then every candidate's free radius is lowered where the new sphere is nearer, and the
+    candidates that fell inside it are redrawn at fresh random positions outside all spheres.
+
+    Parameters
+    ----------
+    n_voids : number of spheres to place.
+    n_candidates : number of candidate centres kept at all times.
+    max_radius : largest void radius, in cylinder radii.
+    zrange : half-height of the sampled part of the cylinder, in cylinder radii.
+    seed : seed of ``np.random.default_rng``.
+
+    Returns
+    -------
+    (n_voids, 4) float64 array of (x, y, z, radius) in cylinder radii, in placement order. The
+    result is bit-reproducible for a given seed, and the spheres of a run with fewer voids are an
+    exact prefix of those of a longer run (same seed, candidates and sizes).
+
+    Notes
+    -----
+    Each step touches only the candidates whose z lies within ``r + M`` of the new centre (``M``
+    the largest free radius before the step); no other candidate can be closer to the new sphere
+    than to its current nearest obstacle, so this gives exactly the result of a full pass. The
+    candidates are indexed by z through an argsort that is rebuilt after enough redraws.
+    """
+    if n_voids < 1 or n_candidates < 1:
+        raise PhantomError(f"place_voids: n_voids={n_voids}, n_candidates={n_candidates}; expected both >= 1")
+    if not (0 < max_radius) or not (0 < zrange):
+        raise PhantomError(f"place_voids: max_radius={max_radius}, zrange={zrange}; expected both > 0")
+    rng = np.random.default_rng(seed)
+    points = _uniform_in_cylinder(rng, n_candidates, zrange)
+    x, y, z = (np.ascontiguousarray(points[:, a]) for a in range(3))
+    free = 1.0 - np.sqrt(x * x + y * y)
+    spheres = np.empty((n_voids, 4))
+
+    # z index of the candidates: clean slots are found by binary search in z_sorted; redrawn
+    # ("dirty") slots have moved and are always visited until the next rebuild.
+    order = np.argsort(z, kind="stable")
+    z_sorted = z[order]
+    is_dirty = np.zeros(n_candidates, dtype=bool)
+    dirty = np.empty(0, dtype=np.intp)
+    max_dirty = max(1, int(n_candidates * _DIRTY_FRACTION))
+
+    for k in range(n_voids):
+        largest = free.max()
+        if largest > max_radius:
+            above = np.flatnonzero(free > max_radius)
+            chosen = above[rng.integers(above.size)]
+            radius = max_radius
+        elif largest > 0.0:
+            ties = np.flatnonzero(free == largest)
+            chosen = ties[0] if ties.size == 1 else ties[rng.integers(ties.size)]
+            radius = largest
+        else:
+            raise PhantomError(
+                f"place_voids: no free space left after {k} voids (n_candidates={n_candidates}); "
+                "expected fewer voids or more candidates"
+            )
+        cx, cy, cz = x[chosen], y[chosen], z[chosen]
+        spheres[k] = (cx, cy, cz, radius)
+
+        # Candidates farther than radius + largest in z keep their free radius (see Notes); the
+        # tiny widening keeps that true under float rounding.
+        reach = (radius + largest) * (1.0 + 1e-9) + 1e-12
+        lo, hi = np.searchsorted(z_sorted, (cz - reach, cz + reach))
+        near = order[lo:hi]
+        if dirty.size:
+            near = np.concatenate([near[~is_dirty[near]], dirty])
+        dx = x[near] - cx
+        dy = y[near] - cy
+        dz = z[near] - cz
+        surface = np.sqrt(dx * dx + dy * dy + dz * dz) - radius
+        free[near] = np.minimum(free[near], surface)
+        swallowed = np.sort(near[surface < 0.0])
+
+        if swallowed.size:
+            new_points, new_free = _draw_free_candidates(rng, swallowed.size, zrange, spheres[: k + 1])
+            x[swallowed], y[swallowed], z[swallowed] = new_points[:, 0], new_points[:, 1], new_points[:, 2]
+            free[swallowed] = new_free
+            newly = swallowed[~is_dirty[swallowed]]
+            is_dirty[newly] = True
+            dirty = np.concatenate([dirty, newly])
+            if dirty.size > max_dirty:
+                order = np.argsort(z, kind="stable")
+                z_sorted = z[order]
+                is_dirty[:] = False
+                dirty = np.empty(0, dtype=np.intp)
+    return spheres
+
+
+# --------------------------------------------------------------------------------------------
+# Voxelization (µm)
+# --------------------------------------------------------------------------------------------
+
+
+def voxel_centres_um(n: int, voxel_size_um: float) -> np.ndarray:
+    """Centres (µm) of ``n`` voxels along one axis of a grid centred on the origin: ``(i - (n-1)/2)·Δ``."""
+    return (np.arange(n) - (n - 1) / 2.0) * voxel_size_um
+
+
+def _subsample_offsets(supersampling: int, voxel_size_um: float) -> np.ndarray:
+    """Offsets (µm) of the centres of the ``s`` sub-cells of a voxel along one axis."""
+    s = supersampling
+    return ((np.arange(s) + 0.5) / s - 0.5) * voxel_size_um
+
+
+def _cylinder_counts(shape_yx, voxel_size_um, cylinder_radius_um, supersampling) -> np.ndarray:
+    """(ny, nx) number of the s² in-plane sub-samples of each voxel that lie inside the cylinder."""
+    s = supersampling
+    off = _subsample_offsets(s, voxel_size_um)
+    ys = (voxel_centres_um(shape_yx[0], voxel_size_um)[:, None] + off[None, :]).ravel()
+    xs = (voxel_centres_um(shape_yx[1], voxel_size_um)[:, None] + off[None, :]).ravel()
+    inside = (ys[:, None] * ys[:, None] + xs[None, :] * xs[None, :]) <= cylinder_radius_um**2
+    return inside.reshape(shape_yx[0], s, shape_yx[1], s).sum(axis=(1, 3))
+
+
+def _axis_range(centre: float, reach: float, n: int, voxel_size_um: float) -> tuple[int, int]:
+    """Index range [lo, hi) of the voxels whose centre is within ``reach`` µm of ``centre`` (clipped)."""
+    lo = int(np.ceil((centre - reach) / voxel_size_um + (n - 1) / 2.0))
+    hi = int(np.floor((centre + reach) / voxel_size_um + (n - 1) / 2.0)) + 1
+    return max(lo, 0), min(hi, n)
+
+
+def voxelize_foam(
+    spheres_um: np.ndarray,
+    shape: tuple[int, int, int],
+    voxel_size_um: float,
+    cylinder_radius_um: float,
+    supersampling: int = 2,
+) -> np.ndarray:
+    """Material-fraction volume of the foam: 1 in the cylinder's material, 0 in voids and outside.
+
+    Parameters
+    ----------
+    spheres_um : (n, 4) voids as (x, y, z, radius) in µm relative to the grid centre; they must not
+        overlap (as :func:`place_voids` guarantees).
+    shape : (nz, ny, nx) grid; voxel centres at ``(i - (n-1)/2) · voxel_size_um`` (x = last axis).
+    voxel_size_um : voxel edge (µm).
+    cylinder_radius_um : radius (µm) of the foam cylinder about the z axis.
+    supersampling : s; each voxel is the mean of s³ point samples at the centres of its s×s×s
+        sub-cells (partial-volume values on void and cylinder edges). 1 gives a binary volume.
+
+    Returns
+    -------
+    (nz, ny, nx) float32 array in [0, 1].
+
+    Notes
+    -----
+    Material sub-samples are counted per voxel (integers, so the result is exact and
+    reproducible): the cylinder's count is computed once per (y, x) column; then, inside each
+    void's bounding box, voxels whose sub-samples are all inside the void are set to 0 and only the
+    voxels straddling the void surface are sub-sampled.
+    """
+    nz, ny, nx = (int(n) for n in shape)
+    s = int(supersampling)
+    if s < 1:
+        raise PhantomError(f"voxelize_foam: supersampling={supersampling}; expected an integer >= 1")
+    spheres_um = np.asarray(spheres_um, dtype=np.float64).reshape(-1, 4)
+    vs = float(voxel_size_um)
+    r_cyl2 = float(cylinder_radius_um) ** 2
+    centres = [voxel_centres_um(n, vs) for n in (nz, ny, nx)]
+    off = _subsample_offsets(s, vs)
+    oz, oy, ox = (a.ravel() for a in np.meshgrid(off, off, off, indexing="ij"))
+
+    counts = np.empty((nz, ny, nx), dtype=np.int16)
+    counts[...] = (_cylinder_counts((ny, nx), vs, cylinder_radius_um, s) * s).astype(np.int16)
+
+    # Sub-samples lie within `spread` of their voxel centre along each axis and within `half_diag`
+    # in distance; `eps` keeps voxels on the fence in the exactly sub-sampled set.
+    spread = vs / 2.0 * (1.0 - 1.0 / s)
+    half_diag = np.sqrt(3.0) * spread
+    eps = 1e-6 * vs
+    for cx, cy, cz, r in spheres_um:
+        reach = r + spread + eps
+        z0, z1 = _axis_range(cz, reach, nz, vs)
+        y0, y1 = _axis_range(cy, reach, ny, vs)
+        x0, x1 = _axis_range(cx, reach, nx, vs)
+        if z0 >= z1 or y0 >= y1 or x0 >= x1:
+            continue
+        dz = centres[0][z0:z1] - cz
+        dy = centres[1][y0:y1] - cy
+        dx = centres[2][x0:x1] - cx
+        d2 = (dz * dz)[:, None, None] + (dy * dy)[None, :, None] + (dx * dx)[None, None, :]
+        box = counts[z0:z1, y0:y1, x0:x1]
+        inner = r - half_diag - eps
+        if inner > 0:
+            full = d2 < inner * inner
+            box[full] = 0
+            edge = d2 < (r + half_diag + eps) ** 2
+            edge &= ~full
+        else:
+            edge = d2 < (r + half_diag + eps) ** 2
+        iz, iy, ix = np.nonzero(edge)
+        rows = max(1, _BLOCK_ELEMENTS // (s**3))
+        for start in range(0, iz.size, rows):
+            bz, by, bx = iz[start : start + rows], iy[start : start + rows], ix[start : start + rows]
+            pz = centres[0][z0 + bz][:, None] + oz[None, :]
+            py = centres[1][y0 + by][:, None] + oy[None, :]
+            px = centres[2][x0 + bx][:, None] + ox[None, :]
+            in_void = (px - cx) ** 2 + (py - cy) ** 2 + (pz - cz) ** 2 < r * r
+            in_void &= (py * py + px * px) <= r_cyl2  # samples outside the cylinder were never material
+            box[bz, by, bx] -= np.count_nonzero(in_void, axis=1).astype(np.int16)
+    # Touching voids can both claim a sub-sample on their contact point under float rounding.
+    np.maximum(counts, 0, out=counts)
+    volume = counts.astype(np.float32)
+    volume /= np.float32(s**3)
+    return volume
+
+
+# --------------------------------------------------------------------------------------------
+# From a config to a stored phantom
+# --------------------------------------------------------------------------------------------
+
+
+def foam_zrange(config: dict) -> float:
+    """Half-height of the volume's z extent in cylinder radii (void centres are drawn within it)."""
+    nz = config["volume_shape"][0]
+    return nz * config["voxel_size_um"] / 2.0 / config["phantom"]["cylinder_radius_um"]
+
+
+def analytic_porosity(spheres_um: np.ndarray, cylinder_radius_um: float, half_height_um: float) -> float:
+    """Exact void fraction of the cylinder slab ``|z| ≤ half_height_um`` (spheres cut at its ends).
+
+    The spheres must lie inside the cylinder and not overlap. The volume of a sphere (centre z0,
+    radius r) between a and b is π [r²(b−a) − ((b−z0)³ − (a−z0)³)/3].
+    """
+    spheres_um = np.asarray(spheres_um, dtype=np.float64).reshape(-1, 4)
+    z0, r = spheres_um[:, 2], spheres_um[:, 3]
+    a = np.clip(z0 - r, -half_height_um, half_height_um) - z0
+    b = np.clip(z0 + r, -half_height_um, half_height_um) - z0
+    void = np.pi * np.sum(r * r * (b - a) - (b**3 - a**3) / 3.0)
+    return float(void / (np.pi * cylinder_radius_um**2 * 2.0 * half_height_um))
+
+
+def generate_foam(config: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Build the foam phantom of a validated config.
+
+    Reads ``config['phantom']`` (cylinder_radius_um, max_void_radius_um, n_voids, n_candidates,
+    supersampling), ``config['voxel_size_um']`` and ``config['volume_shape']``. Void centres are
+    drawn within the volume's z extent, so the voids at both ends are cut, as in the paper.
+
+    Returns
+    -------
+    volume : (nz, ny, nx) float32 material fraction (see :func:`voxelize_foam`).
+    spheres_um : (n_voids, 4) float64 (x_um, y_um, z_um, radius_um) relative to the volume centre,
+        in placement order.
+    """
+    ph = config["phantom"]
+    radius_um = float(ph["cylinder_radius_um"])
+    shape = tuple(int(n) for n in config["volume_shape"])
+    if radius_um > min(shape[1:]) * config["voxel_size_um"] / 2.0:
+        log.warning(
+            "phantom.cylinder_radius_um %.2f is wider than half the volume (%s voxels of %g µm): the "
+            "cylinder is cut by the volume's sides",
+            radius_um,
+            shape,
+            config["voxel_size_um"],
+        )
+    t0 = time.perf_counter()
+    spheres = place_voids(
+        n_voids=int(ph["n_voids"]),
+        n_candidates=int(ph["n_candidates"]),
+        max_radius=float(ph["max_void_radius_um"]) / radius_um,
+        zrange=foam_zrange(config),
+        seed=seed,
+    )
+    t1 = time.perf_counter()
+    spheres_um = spheres * radius_um
+    volume = voxelize_foam(spheres_um, shape, config["voxel_size_um"], radius_um, int(ph["supersampling"]))
+    t2 = time.perf_counter()
+    log.info(
+        "foam seed %d: %d voids placed from %d candidates in %.1f s; %s voxels (supersampling %d) in %.1f s",
+        seed,
+        len(spheres_um),
+        ph["n_candidates"],
+        t1 - t0,
+        "x".join(map(str, shape)),
+        ph["supersampling"],
+        t2 - t1,
+    )
+    return volume, spheres_um
+
+
+def write_phantom(path: str | Path, volume: np.ndarray, spheres_um: np.ndarray, config: dict, seed: int) -> None:
+    """Store a phantom as HDF5 (SPEC §6): dataset ``volume``, dataset ``spheres`` (n, 4) in µm.
+
+    Attributes: ``voxel_size_um``, ``seed``, ``phantom`` (the phantom parameters as JSON),
+    ``spheres_columns``, ``config_hash``, ``n_voids``, ``zrange`` (cylinder radii),
+    ``analytic_porosity`` (exact void fraction of the cylinder within the volume's z extent) and the
+    software versions.
+    """
+    from ..config import config_hash
+    from ..io import write_volume
+
+    spheres_um = np.asarray(spheres_um, dtype=np.float64).reshape(-1, 4)
+    half_height_um = config["volume_shape"][0] * config["voxel_size_um"] / 2.0
+    write_volume(
+        path,
+        volume,
+        config["voxel_size_um"],
+        datasets={"spheres": spheres_um},
+        seed=int(seed),
+        phantom=json.dumps(config["phantom"], sort_keys=True),
+        spheres_columns=SPHERES_COLUMNS,
+        config_hash=config_hash(config),
+        n_voids=int(len(spheres_um)),
+        zrange=foam_zrange(config),
+        analytic_porosity=analytic_porosity(spheres_um, config["phantom"]["cylinder_radius_um"], half_height_um),
+    )
+
+
+def read_spheres(path: str | Path) -> np.ndarray:
+    """The (n, 4) float64 sphere table (x_um, y_um, z_um, radius_um) stored with a phantom."""
+    import h5py
+
+    from ..io import InputError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        with h5py.File(path, "r") as fh:
+            if "spheres" not in fh:
+                raise InputError(f"{path}: no dataset 'spheres'; expected a phantom written by write_phantom")
+            spheres = np.asarray(fh["spheres"][...], dtype=np.float64)
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+    if spheres.ndim != 2 or spheres.shape[1] != 4:
+        raise InputError(f"{path}: dataset 'spheres' has shape {spheres.shape}; expected (n, 4) ({SPHERES_COLUMNS})")
+    return spheres
+
+
+def make_phantom(path: str | Path, config: dict, seed: int) -> dict:
+    """Generate the foam of ``config`` with ``seed`` and write it to ``path``; returns a summary.
+
+    The summary holds ``n_voids``, ``analytic_porosity``, ``voxel_porosity`` (void fraction of the
+    voxelized cylinder) and ``seconds``.
+    """
+    t0 = time.perf_counter()
+    volume, spheres_um = generate_foam(config, seed)
+    write_phantom(path, volume, spheres_um, config, seed)
+    ph = config["phantom"]
+    shape = tuple(config["volume_shape"])
+    cyl = _cylinder_counts(shape[1:], config["voxel_size_um"], ph["cylinder_radius_um"], ph["supersampling"])
+    cylinder_voxels = float(cyl.sum()) / ph["supersampling"] ** 2 * shape[0]
+    half_height_um = shape[0] * config["voxel_size_um"] / 2.0
+    summary = {
+        "n_voids": int(len(spheres_um)),
+        "analytic_porosity": analytic_porosity(spheres_um, ph["cylinder_radius_um"], half_height_um),
+        "voxel_porosity": 1.0 - float(volume.sum(dtype=np.float64)) / cylinder_voxels,
+        "seconds": time.perf_counter() - t0,
+    }
+    log.info(
+        "%s: %d voids, porosity %.4f (analytic %.4f), %.1f s",
+        path,
+        summary["n_voids"],
+        summary["voxel_porosity"],
+        summary["analytic_porosity"],
+        summary["seconds"],
+    )
+    return summary
