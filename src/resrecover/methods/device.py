@@ -1,0 +1,179 @@
+"""Device choice per job: N concurrent GPU jobs land on N different GPUs (SPEC §4.3).
+
+Snakemake counts GPUs (``--resources gpu=2``) but never sets ``CUDA_VISIBLE_DEVICES`` (Snakemake
+issue #281), so each job picks its GPU itself: it holds an exclusive ``fcntl.flock`` on one lock
+file per visible GPU, takes the first GPU whose lock is free, and waits while all are busy. The
+kernel releases a lock when its holder exits, even after a crash or ``kill -9``, so a dead job
+never blocks a GPU.
+
+Lock files live in ``$RESRECOVER_LOCK_DIR`` (default ``/tmp/resrecover-gpu-locks``), one per GPU,
+named after the GPU's UUID where torch reports it (so jobs with different ``CUDA_VISIBLE_DEVICES``
+still agree on which physical GPU is which), else after its ``CUDA_VISIBLE_DEVICES`` entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+from .. import ResrecoverError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOCK_DIR = "/tmp/resrecover-gpu-locks"
+
+
+class DeviceError(ResrecoverError):
+    """The requested device is not available."""
+
+
+def lock_dir_from_env() -> Path:
+    return Path(os.environ.get("RESRECOVER_LOCK_DIR") or DEFAULT_LOCK_DIR)
+
+
+class GpuLock:
+    """An exclusive lock on one GPU, held until :meth:`release` (or the process ends)."""
+
+    def __init__(self, index: int, key: str, path: Path, fd: int):
+        self.index = index
+        self.key = key
+        self.path = path
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "GpuLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock_file(lock_dir: Path, key: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", str(key))
+    return lock_dir / f"gpu-{safe}.lock"
+
+
+def try_lock_gpu(indices: list[int], lock_dir: str | Path, keys: list[str] | None = None) -> GpuLock | None:
+    """Lock the first GPU of ``indices`` whose lock file is free; ``None`` when all are held.
+
+    Parameters
+    ----------
+    indices : device indices as torch numbers them (after ``CUDA_VISIBLE_DEVICES``).
+    lock_dir : folder of the lock files (created if missing, writable by every user).
+    keys : stable names of the GPUs for the lock file names (default: the indices).
+    """
+    import fcntl
+
+    lock_dir = Path(lock_dir)
+    if not lock_dir.is_dir():
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(lock_dir, 0o1777)  # shared by every user's jobs on this node
+    keys = [str(k) for k in (keys if keys is not None else indices)]
+    if len(keys) != len(indices):
+        raise ValueError(f"try_lock_gpu: {len(indices)} indices but {len(keys)} keys")
+    for index, key in zip(indices, keys):
+        path = _lock_file(lock_dir, key)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        # the holder's pid, for people wondering who holds a GPU (the lock itself is the flock)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return GpuLock(index, key, path, fd)
+    return None
+
+
+def claim_gpu(
+    indices: list[int],
+    lock_dir: str | Path,
+    keys: list[str] | None = None,
+    poll_s: float = 5.0,
+    timeout_s: float | None = None,
+) -> GpuLock:
+    """Lock a free GPU of ``indices``, waiting (polling every ``poll_s`` s) while all are busy.
+
+    Raises :class:`DeviceError` after ``timeout_s`` seconds (``None``: wait for ever).
+    """
+    if not indices:
+        raise DeviceError("claim_gpu: no GPU indices to choose from")
+    start = time.monotonic()
+    announced = False
+    while True:
+        lock = try_lock_gpu(indices, lock_dir, keys)
+        if lock is not None:
+            return lock
+        if timeout_s is not None and time.monotonic() - start >= timeout_s:
+            raise DeviceError(f"{lock_dir}: all GPUs {indices} stayed busy for {timeout_s:g} s")
+        if not announced:
+            log.info("all %d GPU(s) busy (locks in %s): waiting", len(indices), lock_dir)
+            announced = True
+        time.sleep(poll_s)
+
+
+def visible_gpu_keys() -> list[str]:
+    """Stable names of the CUDA devices torch sees, in torch's order (UUIDs where available)."""
+    import torch
+
+    n = torch.cuda.device_count()
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    keys = []
+    for index in range(n):
+        key = None
+        with contextlib.suppress(Exception):
+            key = str(torch.cuda.get_device_properties(index).uuid)
+        if not key:
+            key = visible[index] if index < len(visible) else str(index)
+        keys.append(key)
+    return keys
+
+
+@contextlib.contextmanager
+def acquire_device(prefer: str = "auto", lock_dir: str | Path | None = None, poll_s: float = 5.0):
+    """Yield the ``torch.device`` this job should run on, holding its GPU lock meanwhile.
+
+    Parameters
+    ----------
+    prefer : 'auto' (a free GPU when CUDA is there, else the CPU), 'cuda' (a GPU or an error),
+        or 'cpu'.
+    lock_dir : lock folder (default ``$RESRECOVER_LOCK_DIR`` or ``/tmp/resrecover-gpu-locks``).
+    poll_s : seconds between tries while every GPU is busy.
+
+    >>> with acquire_device() as device:  # doctest: +SKIP
+    ...     train_model(..., device=device)
+    """
+    import torch
+
+    if prefer not in ("auto", "cuda", "cpu"):
+        raise DeviceError(f"device: {prefer!r} is not allowed; expected 'auto', 'cuda' or 'cpu'")
+    if prefer == "cpu":
+        log.info("running on CPU (requested)")
+        yield torch.device("cpu")
+        return
+    if not torch.cuda.is_available():
+        if prefer == "cuda":
+            raise DeviceError("device: 'cuda' was requested but torch sees no CUDA device")
+        log.info("no CUDA device: running on CPU")
+        yield torch.device("cpu")
+        return
+    lock_dir = Path(lock_dir) if lock_dir is not None else lock_dir_from_env()
+    keys = visible_gpu_keys()
+    with claim_gpu(list(range(len(keys))), lock_dir, keys, poll_s=poll_s) as lock:
+        device = torch.device("cuda", lock.index)
+        torch.cuda.set_device(device)
+        log.info("running on %s (%s; lock %s)", device, torch.cuda.get_device_name(device), lock.path)
+        yield device
