@@ -102,19 +102,13 @@ def fig1_training_pairs(inputs: dict, config: dict | None) -> Figure:
         ax.set_title(f"{kind}\n{sigma_label(sigma)}")
         if ax is axes[0]:
             add_scale_bar(ax, box[1].stop - box[1].start, voxel_um)
-            ax.set_ylabel(f"train realization\nslice z = {image.shape and _nz(volumes[sigma]) // 2}")
+            ax.set_ylabel("train realization")
     if artist is None:
         _blank(axes[0], "no reconstructions in the inputs")
     else:
         _grey_colorbar(fig, artist, list(axes))
     fig.suptitle("Training pairs: HRES target and LRES inputs (FDK, central slice)", fontsize=9)
     return fig
-
-
-def _nz(path) -> int:
-    from ..io import volume_info
-
-    return int(volume_info(path)["shape"][0])
 
 
 # --------------------------------------------------------------------------------------------- fig2
@@ -181,6 +175,8 @@ def _deepnet_metric_panel(ax, table_path, column: str, ylabel: str, config: dict
         return
     table = read_table(as_path_list(table_path)[0], ["method", "realization", "sigma_um", column])
     rows = table[(table["method"] == "deepnet") & table["sigma_um"].notna()]
+    if "deepnet" not in select_methods(["deepnet"], config):  # rows left from an earlier run
+        rows = rows.iloc[0:0]
     sigmas = select_sigmas(rows["sigma_um"], config)
     rows = rows[rows["sigma_um"].map(sigma_key).isin(sigmas)]
     if rows.empty:
@@ -231,9 +227,8 @@ def fig4_slice_grid(inputs: dict, config: dict | None) -> Figure:
                 ax.set_ylabel(method_label(method), color=method_color(method), fontweight="bold")
                 if row == 0:
                     add_scale_bar(ax, box[1].stop - box[1].start, voxel_um)
-        for row_blank in range(nrows):
-            if row_blank != 0:
-                _blank(axes[row_blank, -1])
+    for row in range(1, nrows):
+        _blank(axes[row, -1])  # the ground truth is shown once, in the inputs row
     gt_ax = axes[0, -1]
     if truth:
         image, voxel_um = central_slice(truth[0])

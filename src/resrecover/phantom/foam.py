@@ -30,9 +30,8 @@ SPHERES_COLUMNS = "x_um,y_um,z_um,radius_um"
 
 # Largest (candidates × spheres) block of distances held at once while redrawing candidates.
 _BLOCK_ELEMENTS = 1 << 21
-# Redrawn candidates are kept out of the z-sorted index until this fraction of all candidates has
-# been redrawn; then the index is rebuilt (an argsort).
-_DIRTY_FRACTION = 1 / 16
+# Nearest sphere centres looked up per point when computing free radii of redrawn candidates.
+_KD_NEIGHBOURS = 16
 
 
 class PhantomError(ResrecoverError):
@@ -63,23 +62,50 @@ def _uniform_in_cylinder(rng: np.random.Generator, n: int, zrange: float) -> np.
     return np.column_stack([xy, z])
 
 
+def _surface_distances(points: np.ndarray, spheres: np.ndarray) -> np.ndarray:
+    """(m, k) distances from ``points`` (m, 3) to the surfaces of ``spheres`` (m, k, 4) or (k, 4)."""
+    if spheres.ndim == 2:
+        spheres = spheres[None, :, :]
+    dx = points[:, 0, None] - spheres[..., 0]
+    dy = points[:, 1, None] - spheres[..., 1]
+    dz = points[:, 2, None] - spheres[..., 2]
+    return np.sqrt(dx * dx + dy * dy + dz * dz) - spheres[..., 3]
+
+
+def _free_radius_brute(points: np.ndarray, spheres: np.ndarray, free: np.ndarray) -> None:
+    """Lower ``free`` (m,) in place to the distance from each point to the nearest sphere surface."""
+    rows = max(1, _BLOCK_ELEMENTS // max(1, len(spheres)))
+    for start in range(0, len(points), rows):
+        block = slice(start, start + rows)
+        np.minimum(free[block], _surface_distances(points[block], spheres).min(axis=1), out=free[block])
+
+
 def _free_radius(points: np.ndarray, spheres: np.ndarray) -> np.ndarray:
     """Free radius of each point: min(distance to the wall, distance to the nearest sphere surface).
 
-    ``points`` (m, 3), ``spheres`` (k, 4) in cylinder units; negative inside a sphere.
+    ``points`` (m, 3), ``spheres`` (k, 4) in cylinder units; negative inside a sphere. Exactly the
+    minimum over all spheres: a k-d tree of the centres supplies the nearest few, whose smallest
+    surface distance ``u`` bounds the answer; spheres farther than ``u + max radius`` cannot beat it,
+    and points whose near set is not complete by that test are done by brute force.
     """
-    wall = 1.0 - np.sqrt(points[:, 0] * points[:, 0] + points[:, 1] * points[:, 1])
-    if len(spheres) == 0:
-        return wall
-    free = wall.copy()
-    rows = max(1, _BLOCK_ELEMENTS // len(spheres))
-    for start in range(0, len(points), rows):
-        p = points[start : start + rows]
-        dx = p[:, 0, None] - spheres[None, :, 0]
-        dy = p[:, 1, None] - spheres[None, :, 1]
-        dz = p[:, 2, None] - spheres[None, :, 2]
-        surface = np.sqrt(dx * dx + dy * dy + dz * dz) - spheres[None, :, 3]
-        np.minimum(free[start : start + rows], surface.min(axis=1), out=free[start : start + rows])
+    free = 1.0 - np.sqrt(points[:, 0] * points[:, 0] + points[:, 1] * points[:, 1])
+    if len(spheres) == 0 or len(points) == 0:
+        return free
+    if len(spheres) <= _KD_NEIGHBOURS:
+        _free_radius_brute(points, spheres, free)
+        return free
+    from scipy.spatial import cKDTree
+
+    centre_dist, nearest = cKDTree(spheres[:, :3]).query(points, k=_KD_NEIGHBOURS)
+    np.minimum(free, _surface_distances(points, spheres[nearest]).min(axis=1), out=free)
+    # Any sphere outside the queried set has centre distance >= centre_dist[:, -1]; it cannot be
+    # nearer than `free` when that exceeds free + max radius (with a margin for rounding).
+    bound = (free + spheres[:, 3].max()) * (1.0 + 1e-9) + 1e-12
+    unsure = np.flatnonzero(centre_dist[:, -1] <= bound)
+    if unsure.size:
+        part = free[unsure]
+        _free_radius_brute(points[unsure], spheres, part)
+        free[unsure] = part
     return free
 
 
@@ -104,6 +130,81 @@ def _draw_free_candidates(
         free_parts.append(free[outside][:need])
         got += len(points_parts[-1])
     return np.concatenate(points_parts), np.concatenate(free_parts)
+
+
+class _CandidateCells:
+    """Candidate slots bucketed in cubic cells, to find those near a point without a full pass.
+
+    Slots are sorted by cell key (z-major, then y, then x) so that a box of cells is a few
+    contiguous runs. Slots whose candidate was redrawn ("moved") are kept aside and always
+    returned, until enough have piled up to merge them back into the sorted order.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, zrange: float, cell: float):
+        self.x, self.y, self.z = x, y, z
+        self.cell = cell
+        self.origin = (-1.0, -1.0, -zrange)
+        self.counts = (
+            max(1, int(np.ceil(2.0 / cell))),
+            max(1, int(np.ceil(2.0 / cell))),
+            max(1, int(np.ceil(2.0 * zrange / cell))),
+        )
+        keys = self._keys(np.arange(len(x)))
+        self.order = np.argsort(keys, kind="stable")
+        self.sorted_keys = keys[self.order]
+        self._update_bounds()
+        self.is_moved = np.zeros(len(x), dtype=bool)
+        self.moved = np.empty(0, dtype=np.intp)
+        self.max_moved = max(1024, len(x) // 64)
+
+    def _cell(self, coord, axis: int):
+        c = np.floor((coord - self.origin[axis]) / self.cell).astype(np.intp)
+        return np.clip(c, 0, self.counts[axis] - 1)
+
+    def _keys(self, slots: np.ndarray) -> np.ndarray:
+        nx, ny, _ = self.counts
+        ix, iy, iz = (self._cell(c[slots], a) for a, c in enumerate((self.x, self.y, self.z)))
+        return (iz * ny + iy) * nx + ix
+
+    def _update_bounds(self) -> None:
+        n_cells = self.counts[0] * self.counts[1] * self.counts[2]
+        self.bounds = np.searchsorted(self.sorted_keys, np.arange(n_cells + 1))
+
+    def near(self, centre: tuple[float, float, float], reach: float) -> np.ndarray:
+        """Slots of all candidates within ``reach`` of ``centre`` along every axis (and some more)."""
+        nx, ny, _ = self.counts
+        lo = [int(self._cell(c - reach, a)) for a, c in enumerate(centre)]
+        hi = [int(self._cell(c + reach, a)) for a, c in enumerate(centre)]
+        iz, iy = np.meshgrid(np.arange(lo[2], hi[2] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
+        row = (iz.ravel() * ny + iy.ravel()) * nx
+        starts = self.bounds[row + lo[0]]
+        lengths = self.bounds[row + hi[0] + 1] - starts
+        ends = np.cumsum(lengths)
+        positions = np.arange(ends[-1]) + np.repeat(starts - (ends - lengths), lengths)
+        slots = self.order[positions]
+        if self.moved.size:
+            slots = np.concatenate([slots[~self.is_moved[slots]], self.moved])
+        return slots
+
+    def mark_moved(self, slots: np.ndarray) -> None:
+        """Record that the candidates in ``slots`` have new positions."""
+        newly = slots[~self.is_moved[slots]]
+        self.is_moved[newly] = True
+        self.moved = np.concatenate([self.moved, newly])
+        if self.moved.size > self.max_moved:
+            self._merge_moved()
+
+    def _merge_moved(self) -> None:
+        keep = ~self.is_moved[self.order]
+        order, keys = self.order[keep], self.sorted_keys[keep]
+        moved_keys = self._keys(self.moved)
+        by_key = np.argsort(moved_keys, kind="stable")
+        at = np.searchsorted(keys, moved_keys[by_key], side="right")
+        self.order = np.insert(order, at, self.moved[by_key])
+        self.sorted_keys = np.insert(keys, at, moved_keys[by_key])
+        self._update_bounds()
+        self.is_moved[:] = False
+        self.moved = np.empty(0, dtype=np.intp)
 
 
 def place_voids(n_voids: int, n_candidates: int, max_radius: float, zrange: float, seed: int) -> np.ndarray:
@@ -137,10 +238,10 @@ def place_voids(n_voids: int, n_candidates: int, max_radius: float, zrange: floa
 
     Notes
     -----
-    Each step touches only the candidates whose z lies within ``r + M`` of the new centre (``M``
-    the largest free radius before the step); no other candidate can be closer to the new sphere
-    than to its current nearest obstacle, so this gives exactly the result of a full pass. The
-    candidates are indexed by z through an argsort that is rebuilt after enough redraws.
+    Each step only visits the candidates within ``r + M`` of the new centre along every axis
+    (``r`` its radius, ``M`` the largest free radius before the step), found through a grid of
+    cells: no other candidate can be nearer to the new sphere than to its current nearest obstacle.
+    This gives exactly the result of a pass over all candidates.
     """
     if n_voids < 1 or n_candidates < 1:
         raise PhantomError(f"place_voids: n_voids={n_voids}, n_candidates={n_candidates}; expected both >= 1")
@@ -150,15 +251,8 @@ def place_voids(n_voids: int, n_candidates: int, max_radius: float, zrange: floa
     points = _uniform_in_cylinder(rng, n_candidates, zrange)
     x, y, z = (np.ascontiguousarray(points[:, a]) for a in range(3))
     free = 1.0 - np.sqrt(x * x + y * y)
+    cells = _CandidateCells(x, y, z, zrange, cell=min(max_radius, 0.5))
     spheres = np.empty((n_voids, 4))
-
-    # z index of the candidates: clean slots are found by binary search in z_sorted; redrawn
-    # ("dirty") slots have moved and are always visited until the next rebuild.
-    order = np.argsort(z, kind="stable")
-    z_sorted = z[order]
-    is_dirty = np.zeros(n_candidates, dtype=bool)
-    dirty = np.empty(0, dtype=np.intp)
-    max_dirty = max(1, int(n_candidates * _DIRTY_FRACTION))
 
     for k in range(n_voids):
         largest = free.max()
@@ -175,19 +269,16 @@ def place_voids(n_voids: int, n_candidates: int, max_radius: float, zrange: floa
                 f"place_voids: no free space left after {k} voids (n_candidates={n_candidates}); "
                 "expected fewer voids or more candidates"
             )
-        cx, cy, cz = x[chosen], y[chosen], z[chosen]
-        spheres[k] = (cx, cy, cz, radius)
+        centre = (x[chosen], y[chosen], z[chosen])
+        spheres[k] = (*centre, radius)
 
-        # Candidates farther than radius + largest in z keep their free radius (see Notes); the
-        # tiny widening keeps that true under float rounding.
+        # Candidates farther than radius + largest along any axis keep their free radius (see
+        # Notes); the tiny widening keeps that true under float rounding.
         reach = (radius + largest) * (1.0 + 1e-9) + 1e-12
-        lo, hi = np.searchsorted(z_sorted, (cz - reach, cz + reach))
-        near = order[lo:hi]
-        if dirty.size:
-            near = np.concatenate([near[~is_dirty[near]], dirty])
-        dx = x[near] - cx
-        dy = y[near] - cy
-        dz = z[near] - cz
+        near = cells.near(centre, reach)
+        dx = x[near] - centre[0]
+        dy = y[near] - centre[1]
+        dz = z[near] - centre[2]
         surface = np.sqrt(dx * dx + dy * dy + dz * dz) - radius
         free[near] = np.minimum(free[near], surface)
         swallowed = np.sort(near[surface < 0.0])
@@ -196,14 +287,7 @@ def place_voids(n_voids: int, n_candidates: int, max_radius: float, zrange: floa
             new_points, new_free = _draw_free_candidates(rng, swallowed.size, zrange, spheres[: k + 1])
             x[swallowed], y[swallowed], z[swallowed] = new_points[:, 0], new_points[:, 1], new_points[:, 2]
             free[swallowed] = new_free
-            newly = swallowed[~is_dirty[swallowed]]
-            is_dirty[newly] = True
-            dirty = np.concatenate([dirty, newly])
-            if dirty.size > max_dirty:
-                order = np.argsort(z, kind="stable")
-                z_sorted = z[order]
-                is_dirty[:] = False
-                dirty = np.empty(0, dtype=np.intp)
+            cells.mark_moved(swallowed)
     return spheres
 
 

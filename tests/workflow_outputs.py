@@ -1,0 +1,33 @@
+"""The outputs a preset must produce (SPEC §6), listed from its config, for the workflow tests."""
+
+from pathlib import Path
+
+from resrecover.config import load_config, sigma_tag
+
+TABLES = ["image_metrics", "gaussian_fit", "gaussian_fit_best", "fsc", "fsc_resolution", "pores_summary",
+          "pore_size_histogram"]
+FIGURES = ["fig1_training_pairs", "fig2_deepnet_train_vs_alternate", "fig3_image_metrics", "fig4_slice_grid",
+           "fig5_pore_recovery", "fig6_pore_size_histograms", "fig7_sphericity", "fig8_msssim_maps",
+           "fig9_gaussian_fit"]
+
+
+def expected_outputs(config_path: Path) -> list[str]:
+    c = load_config(config_path)
+    lres = [sigma_tag(s) for s in c["scan"]["sigmas_um"]]
+    target = sigma_tag(c["scan"]["target_sigma_um"])
+    out = []
+    for r in ("train", "alternate"):
+        out.append(f"results/phantoms/{r}.h5")
+        out.append(f"results/recon/{r}/ground_truth.h5")
+        out.append(f"results/pores/ground_truth/{r}.csv")
+        out += [f"results/recon/{r}/sigma{s}.h5" for s in [target, *lres]]
+        for m in c["methods"]:
+            out += [f"results/recovered/{m}/{r}/sigma{s}.h5" for s in lres]
+            out += [f"results/pores/{m}/{r}/sigma{s}.csv" for s in lres]
+    for m in c["methods"]:
+        if m in ("deepnet", "srcnn"):
+            for s in lres:
+                out += [f"results/models/{m}/sigma{s}/{f}" for f in ("model.safetensors", "model.json", "train_log.csv")]
+    out += [f"results/tables/{t}.csv" for t in TABLES]
+    out += [f"results/figures/{f}.{e}" for f in FIGURES for e in ("png", "pdf")]
+    return out
