@@ -103,24 +103,37 @@ def fdk_reconstruct(
         view, each itself a full circle) whose FDKs are averaged: the exact full FDK.
     """
     backend = select_backend(backend)
-    n = geometry.n_angles
     if tuple(projections.shape) != geometry.projection_shape:
         raise ValueError(f"projections: shape {tuple(projections.shape)}; expected {geometry.projection_shape}")
+
+    def subset_fdk(j, k, sub):
+        block = np.asarray(projections[j::k], dtype=np.float32)  # step slicing works on h5py datasets too
+        return _fdk_one(block, sub, backend, hann_cutoff, threads, gpu)
+
+    return _mean_over_subsets(geometry, chunk, subset_fdk)
+
+
+def _mean_over_subsets(geometry: ConeBeamGeometry, chunk: int | None, reconstruct_subset) -> np.ndarray:
+    """Mean of ``reconstruct_subset(j, k, subset_geometry)`` over the k interleaved subsets of ≤ ``chunk`` views.
+
+    With equally sized, equally spaced full-circle subsets the mean of their FDKs is the FDK of all
+    views (linearity), while only one subset's projections exist at a time.
+    """
+    n = geometry.n_angles
     subsets = interleaved_subsets(n, chunk or n)
     k = len(subsets)
     if chunk and k > 4 * math.ceil(n / chunk):
         log.warning("FDK: %d views split into %d subsets of %d (no divisor of %d near chunk %d)", n, k, n // k, n, chunk)
-    result = None
-    for j in range(k):
-        block = np.asarray(projections[j::k], dtype=np.float32)  # step slicing works for h5py too
-        part = _fdk_one(block, geometry.with_angles(geometry.angles[j::k]), backend, hann_cutoff, threads, gpu)
-        if result is None:
-            result = part
+    total = None
+    for j, idx in enumerate(subsets):
+        part = reconstruct_subset(j, k, geometry.with_angles(geometry.angles[idx]))
+        if total is None:
+            total = part
         else:
-            result += part
+            total += part
     if k > 1:
-        result /= k
-    return result
+        total /= k
+    return total
 
 
 def reconstruct_noiseless(
@@ -138,16 +151,12 @@ def reconstruct_noiseless(
     one subset of at most ``chunk`` views.
     """
     backend = select_backend(backend)
-    subsets = interleaved_subsets(geometry.n_angles, chunk or geometry.n_angles)
-    result = None
-    for idx in subsets:
-        sub = geometry.with_angles(geometry.angles[idx])
+
+    def subset_fdk(j, k, sub):
         proj = forward_project(volume, sub, backend=backend, threads=threads, gpu=gpu)
-        part = _fdk_one(proj, sub, backend, hann_cutoff, threads, gpu)
-        result = part if result is None else result.__iadd__(part)
-    if len(subsets) > 1:
-        result /= len(subsets)
-    return result
+        return _fdk_one(proj, sub, backend, hann_cutoff, threads, gpu)
+
+    return _mean_over_subsets(geometry, chunk, subset_fdk)
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,50 +535,16 @@ def simulate_scan(
         backend, n, geometry.n_det_rows, geometry.n_det_cols, sod, sdd, sigma_um, photons, mu,
     )  # fmt: skip
     rng = np.random.default_rng(seed)
-    subsets = interleaved_subsets(n, chunk)
-    result = None
-    t0 = time.perf_counter()
-    for idx in subsets:
-        sub = geometry.with_angles(geometry.angles[idx])
+
+    def subset_scan(j, k, sub):
         proj = forward_project(volume, sub, backend=backend, threads=threads)
         proj = degrade_projections(proj, sub, sigma_um, photons, mu, rng)
-        part = _fdk_one(proj, sub, backend, hann_cutoff, threads, None)
-        result = part if result is None else result.__iadd__(part)
-    if len(subsets) > 1:
-        result /= len(subsets)
+        return _fdk_one(proj, sub, backend, hann_cutoff, threads, None)
+
+    t0 = time.perf_counter()
+    result = _mean_over_subsets(geometry, chunk, subset_scan)
     log.info("simulate done in %.1f s", time.perf_counter() - t0)
     return result
-
-
-def _read_input_volume(path: Path, voxel_size_um: float | None) -> tuple[np.ndarray, float]:
-    suffix = path.suffix.lower()
-    if suffix in (".h5", ".hdf5", ".hdf"):
-        volume, attrs = read_volume(path)
-        vs = voxel_size_um if voxel_size_um is not None else attrs.get("voxel_size_um")
-        if vs is None:
-            raise InputError(f"{path}: no attribute 'voxel_size_um'; pass the voxel size (µm) explicitly")
-        return volume, float(vs)
-    if suffix in (".tif", ".tiff") or path.is_dir():
-        import tifffile
-
-        if voxel_size_um is None:
-            raise InputError(f"{path}: a TIFF stack carries no voxel size; pass voxel_size_um (µm)")
-        if not path.exists():
-            raise InputError(f"{path}: file not found")
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
-            if not files:
-                raise InputError(f"{path}: folder holds no .tif/.tiff slices")
-            volume = tifffile.imread(files)
-        else:
-            volume = tifffile.imread(path)
-        volume = np.asarray(volume, dtype=np.float32)
-        if volume.ndim != 3:
-            raise InputError(f"{path}: TIFF data of shape {volume.shape}; expected a 3D z-y-x stack")
-        if not np.isfinite(volume).all():
-            raise InputError(f"{path}: TIFF stack holds NaN/inf values; expected finite values")
-        return volume, float(voxel_size_um)
-    raise InputError(f"{path}: unknown volume format {suffix!r}; expected .h5/.hdf5 or a .tif/.tiff stack (or folder)")
 
 
 def simulate_volume_file(
@@ -590,12 +565,17 @@ def simulate_volume_file(
 ) -> Path:
     """Simulate a degraded scan of a volume file and write its FDK (the CLI's ``resrecover simulate``).
 
-    Reads HDF5 (dataset ``volume``, attribute ``voxel_size_um``) or a TIFF stack (one multi-page
-    file or a folder of slices; ``voxel_size_um`` is then required); see :func:`simulate_scan` for
-    the scan parameters. Writes an HDF5 volume with the parameters as attributes; returns its path.
+    Reads any format of :func:`resrecover.io.formats.open_volume`: HDF5 (dataset ``volume``,
+    attribute ``voxel_size_um``), a TIFF stack (one multi-page file or a folder of slices;
+    ``voxel_size_um`` is required when the TIFF carries none), Zarr, .npy. See
+    :func:`simulate_scan` for the scan parameters. Writes an HDF5 volume (:func:`write_volume`)
+    with the parameters as attributes; returns its path.
     """
-    input_path = Path(input_path)
-    volume, vs = _read_input_volume(input_path, voxel_size_um)
+    from ..io.formats import open_volume
+
+    with open_volume(input_path, voxel_size_um=voxel_size_um) as source:
+        volume = source[...]
+        vs = float(source.voxel_size_um)
     chosen = select_backend(backend)
     recon = simulate_scan(
         volume, vs, sigma_um, n_projections=n_projections, photons_per_pixel=photons_per_pixel,

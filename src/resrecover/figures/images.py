@@ -121,7 +121,7 @@ def fig2_deepnet_train_vs_alternate(inputs: dict, config: dict | None) -> Figure
     sigmas = select_sigmas([r.sigma_um for r in recovered], config)
     ncols = 1 + max(len(sigmas), 1)
 
-    fig = Figure(figsize=(1.75 * ncols + 0.9, 2.0 * max(len(realizations), 1) + 2.3), layout="constrained")
+    fig = Figure(figsize=(max(1.75 * ncols + 0.9, 6.5), 2.0 * max(len(realizations), 1) + 2.3), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[2.0 * max(len(realizations), 1), 2.1])
     axes = top.subplots(max(len(realizations), 1), ncols, squeeze=False)
     artist = None
@@ -157,22 +157,27 @@ def fig2_deepnet_train_vs_alternate(inputs: dict, config: dict | None) -> Figure
 
     ssim_ax, recovery_ax = bottom.subplots(1, 2)
     _deepnet_metric_panel(ssim_ax, inputs.get("image_metrics"), "ssim", "SSIM vs ground truth", config)
-    _deepnet_metric_panel(recovery_ax, inputs.get("pores_summary"), "recovery_pct", "pores recovered (%)", config)
-    recovery_ax.axhline(100, color=method_color("ground_truth"), lw=0.8, ls="-", zorder=0)
-    recovery_ax.text(
-        0.02, 100, " ground truth = 100 %", transform=recovery_ax.get_yaxis_transform(), va="bottom", fontsize=6
-    )
+    if _deepnet_metric_panel(
+        recovery_ax, inputs.get("pores_summary"), "recovery_pct", "pores recovered (% of ground truth)", config
+    ):
+        recovery_ax.axhline(100, color=method_color("ground_truth"), lw=0.8, ls="-", zorder=0)
+        recovery_ax.text(
+            0.02, 100, " ground truth = 100 %", transform=recovery_ax.get_yaxis_transform(), va="bottom", fontsize=6
+        )
     fig.suptitle("DeepNet on the training realization and on an unseen (alternate) realization", fontsize=9)
     return fig
 
 
-def _deepnet_metric_panel(ax, table_path, column: str, ylabel: str, config: dict | None) -> None:
-    """``column`` vs σ for DeepNet, one line per realization (styles of :data:`REALIZATION_STYLES`)."""
+def _deepnet_metric_panel(ax, table_path, column: str, ylabel: str, config: dict | None) -> bool:
+    """``column`` vs σ for DeepNet, one line per realization (styles of :data:`REALIZATION_STYLES`).
+
+    Returns whether anything was plotted.
+    """
     ax.set_xlabel("LRES input resolution σ (µm)")
     ax.set_ylabel(ylabel)
     if not table_path:
         _blank(ax, "no table")
-        return
+        return False
     table = read_table(as_path_list(table_path)[0], ["method", "realization", "sigma_um", column])
     rows = table[(table["method"] == "deepnet") & table["sigma_um"].notna()]
     if "deepnet" not in select_methods(["deepnet"], config):  # rows left from an earlier run
@@ -180,19 +185,34 @@ def _deepnet_metric_panel(ax, table_path, column: str, ylabel: str, config: dict
     sigmas = select_sigmas(rows["sigma_um"], config)
     rows = rows[rows["sigma_um"].map(sigma_key).isin(sigmas)]
     if rows.empty:
-        ax.text(0.5, 0.5, "DeepNet is not among\nthis run's methods", ha="center", va="center",
-                transform=ax.transAxes, fontsize=7, color="0.4")
-        return
+        ax.text(
+            0.5,
+            0.5,
+            "DeepNet is not among\nthis run's methods",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="0.4",
+        )
+        ax.set_yticks([])
+        ax.set_xticks([])
+        return False
     for realization in ("train", "alternate"):
         sub = rows[rows["realization"] == realization].sort_values("sigma_um")
         if sub.empty:
             continue
         ax.plot(
-            sub["sigma_um"], sub[column], color=method_color("deepnet"), gid="method:deepnet",
-            label=f"{METHOD_LABELS['deepnet']}, {REALIZATION_LABELS[realization]}", **REALIZATION_STYLES[realization],
+            sub["sigma_um"],
+            sub[column],
+            color=method_color("deepnet"),
+            gid="method:deepnet",
+            label=f"{METHOD_LABELS['deepnet']}, {REALIZATION_LABELS[realization]}",
+            **REALIZATION_STYLES[realization],
         )
     ax.set_xticks(sigmas, [sigma_tag(s) for s in sigmas])
     ax.legend(loc="best")
+    return True
 
 
 # --------------------------------------------------------------------------------------------- fig4
@@ -237,7 +257,11 @@ def fig4_slice_grid(inputs: dict, config: dict | None) -> Figure:
         gt_ax.set_title(METHOD_LABELS["ground_truth"])
     else:
         _blank(gt_ax, "no ground truth")
-    if artist is not None:
+    if artist is not None and nrows > 1:
+        # the column under the ground truth is empty: the colour bar goes there
+        cax = axes[1, -1].inset_axes([0.1, 0.05, 0.1, 0.9])
+        fig.colorbar(artist, cax=cax, label="material fraction\n(void 0, material 1)")
+    elif artist is not None:
         _grey_colorbar(fig, artist, list(axes.ravel()))
     fig.suptitle("Alternate realization, central slice: LRES inputs (top) and each method's recovery", fontsize=9)
     return fig
@@ -262,7 +286,7 @@ def fig8_msssim_maps(inputs: dict, config: dict | None) -> Figure:
     methods = select_methods([e.method for e in entries], config)
     sigmas = sorted({sigma_key(e.sigma_um) for e in entries})
     nrows, ncols = max(len(methods), 1), max(len(sigmas), 1)
-    fig = Figure(figsize=(2.3 * ncols + 0.8, 2.0 * nrows + 0.5), layout="constrained")
+    fig = Figure(figsize=(2.5 * ncols + 1.2, 2.0 * nrows + 0.7), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     if not entries:
         _blank(axes[0, 0], "no MS-SSIM maps in the inputs")
@@ -280,13 +304,24 @@ def fig8_msssim_maps(inputs: dict, config: dict | None) -> Figure:
             fig.colorbar(artist, ax=ax, shrink=0.85, pad=0.02, label="local MS-SSIM")
             score = read_attr(entry.path, "msssim")
             if score is not None:
-                ax.text(0.03, 0.97, f"MS-SSIM = {float(score):.3f}", transform=ax.transAxes, va="top",
-                        fontsize=6, bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.5})
+                ax.text(
+                    0.03,
+                    0.97,
+                    f"MS-SSIM = {float(score):.3f}",
+                    transform=ax.transAxes,
+                    va="top",
+                    fontsize=6,
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.5},
+                )
             if row == 0:
                 ax.set_title(sigma_label(sigma))
             if col == 0:
                 ax.set_ylabel(method_label(method), color=method_color(method), fontweight="bold")
                 if row == 0:
                     add_scale_bar(ax, box[1].stop - box[1].start, voxel_um)
-    fig.suptitle("MS-SSIM quality maps vs ground truth, alternate realization (bright = low similarity)", fontsize=9)
+    fig.suptitle(
+        "MS-SSIM quality maps vs ground truth, alternate realization\n"
+        "(central slice; bright = low similarity; colour range per map)",
+        fontsize=9,
+    )
     return fig

@@ -64,7 +64,6 @@ RC_PARAMS: dict = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "savefig.dpi": DPI,
-    "pdf.fonttype": 42,  # TrueType in PDFs: text stays editable
     "svg.fonttype": "none",
 }
 

@@ -48,6 +48,11 @@ def atomic_output(path: str | Path, suffix: str | None = None):
     try:
         yield tmp
         if tmp.is_dir() or tmp.exists():
+            if tmp.is_file():
+                # mkstemp creates 0600; give the final file the permissions a plain open() would
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o666 & ~umask)
             with contextlib.suppress(OSError):
                 fd = os.open(tmp, os.O_RDONLY)
                 os.fsync(fd)

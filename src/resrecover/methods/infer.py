@@ -173,7 +173,11 @@ def recover_volume(
                 **{k: v for k, v in provenance.items() if v is not None},
             }
             for key, value in attrs.items():
-                fh.attrs[key] = value if not isinstance(value, (dict, list, tuple)) else json.dumps(value, default=str)
+                if isinstance(value, (dict, list, tuple)):
+                    value = json.dumps(value, default=str)
+                elif isinstance(value, str):
+                    value = str(value)  # str subclasses (torch.__version__) have no HDF5 type
+                fh.attrs[key] = value
     log.info(
         "%s: %s applied in %.1f s (%d tiles %s, batch %d, tiling buffers <= %.1f MB)",
         output_path, method, seconds, run.n_tiles, run.tile_shape, run.batch_size, run.memory_bytes / 1e6,

@@ -139,17 +139,23 @@ def check_safetensors_file(path: str | Path) -> None:
         raise ModelFileError(f"{path}: weights file not found")
     size = path.stat().st_size
     with open(path, "rb") as fh:
-        head = fh.read(9)
+        head = fh.read(8)
+        header_len = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        header = fh.read(header_len) if 2 <= header_len <= min(size - 8, 100_000_000) else b""
+    # a safetensors file: 8-byte little-endian header length, then a JSON object of that length
+    if header[:1] == b"{":
+        try:
+            json.loads(header)
+            return
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
         raise ModelFileError(f"{path}: pickle payload refused; expected a safetensors file")
     if head[:4] == b"PK\x03\x04":
-        raise ModelFileError(f"{path}: pickle payload refused (zip archive as written by torch.save); "
-                             "expected a safetensors file")
-    if len(head) < 9:
-        raise ModelFileError(f"{path}: not a safetensors file ({size} bytes)")
-    (header_len,) = struct.unpack("<Q", head[:8])
-    if header_len + 8 > size or head[8:9] != b"{":
-        raise ModelFileError(f"{path}: not a safetensors file (no valid header)")
+        raise ModelFileError(
+            f"{path}: pickle payload refused (zip archive as written by torch.save); expected a safetensors file"
+        )
+    raise ModelFileError(f"{path}: not a safetensors file (no valid header in its {size} bytes)")
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> str:

@@ -359,11 +359,12 @@ def _predict_once(
         accumulator = np.zeros_like(block)
         accumulator[: len(carry)] = carry
         items = [(z, y, x) for z in group for (y, x) in yx_origins]
-        for first in range(0, len(items), runner.batch_size):
-            chunk = items[first : first + runner.batch_size]
+        first = 0
+        while first < len(items):
+            chunk = items[first : first + runner.batch_size]  # the runner may have halved the batch
+            first += len(chunk)
             batch = np.stack([block[z - z0 : z - z0 + tz, y : y + ty, x : x + tx] for z, y, x in chunk])
-            prediction = runner(batch)
-            prediction *= weights
+            prediction = runner(batch) * weights  # a new array: the predictor's output may be read-only
             for (z, y, x), tile_prediction in zip(chunk, prediction):
                 accumulator[z - z0 : z - z0 + tz, y : y + ty, x : x + tx] += tile_prediction
             bar.update(len(chunk))

@@ -31,7 +31,7 @@ SPHERES_COLUMNS = "x_um,y_um,z_um,radius_um"
 # Largest (candidates × spheres) block of distances held at once while redrawing candidates.
 _BLOCK_ELEMENTS = 1 << 21
 # Nearest sphere centres looked up per point when computing free radii of redrawn candidates.
-_KD_NEIGHBOURS = 16
+_KD_NEIGHBOURS = 8
 
 
 class PhantomError(ResrecoverError):
@@ -123,7 +123,7 @@ def _draw_free_candidates(
     got = 0
     while got < n:
         need = n - got
-        trial = _uniform_in_cylinder(rng, int(need / free_fraction * 1.2) + 8, zrange)
+        trial = _uniform_in_cylinder(rng, int(need / free_fraction * 1.05) + 4, zrange)
         free = _free_radius(trial, spheres)
         outside = free >= 0.0
         points_parts.append(trial[outside][:need])
@@ -537,7 +537,8 @@ def make_phantom(path: str | Path, config: dict, seed: int) -> dict:
     """Generate the foam of ``config`` with ``seed`` and write it to ``path``; returns a summary.
 
     The summary holds ``n_voids``, ``analytic_porosity``, ``voxel_porosity`` (void fraction of the
-    voxelized cylinder) and ``seconds``.
+    voxelized cylinder), ``diameter_quartiles_um`` (min, 25 %, 50 %, 75 %, max of the void
+    diameters) and ``seconds``.
     """
     t0 = time.perf_counter()
     volume, spheres_um = generate_foam(config, seed)
@@ -551,12 +552,14 @@ def make_phantom(path: str | Path, config: dict, seed: int) -> dict:
         "n_voids": int(len(spheres_um)),
         "analytic_porosity": analytic_porosity(spheres_um, ph["cylinder_radius_um"], half_height_um),
         "voxel_porosity": 1.0 - float(volume.sum(dtype=np.float64)) / cylinder_voxels,
+        "diameter_quartiles_um": [float(q) for q in np.percentile(2.0 * spheres_um[:, 3], [0, 25, 50, 75, 100])],
         "seconds": time.perf_counter() - t0,
     }
     log.info(
-        "%s: %d voids, porosity %.4f (analytic %.4f), %.1f s",
+        "%s: %d voids, diameters (min, quartiles, max) %s µm, porosity %.4f (analytic %.4f), %.1f s",
         path,
         summary["n_voids"],
+        ", ".join(f"{q:.1f}" for q in summary["diameter_quartiles_um"]),
         summary["voxel_porosity"],
         summary["analytic_porosity"],
         summary["seconds"],
