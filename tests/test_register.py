@@ -8,7 +8,7 @@ import pytest
 from resrecover import ResrecoverError
 from resrecover.io import InputError
 from resrecover.io.formats import open_volume, write_volume_as
-from resrecover.multiscale import block_mean, make_multiscale_pair, random_voids, voxelize_voids
+from resrecover.multiscale import block_mean, make_multiscale_pair, random_voids, voxelize_voids, write_example_pair
 from resrecover.register import (
     RegistrationError,
     ResampledLow,
@@ -167,3 +167,13 @@ def test_files_json_and_resampled_training_input(tmp_path, pair):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(InputError, match=r"bad\.json"):
         load_registration(tmp_path / "bad.json")
+
+
+def test_example_pair_files_register_from_the_stage_offset(tmp_path):
+    truth = write_example_pair(tmp_path, seed=5, fov_um=96.0)
+    assert json.loads((tmp_path / "truth.json").read_text()) == truth
+    with open_volume(tmp_path / truth["low"]) as low, open_volume(tmp_path / truth["high"]) as high:
+        assert low.voxel_size_um == 3.0 and high.voxel_size_um == 1.0
+        assert low.shape == (32, 32, 32) and high.shape == (32, 32, 32)
+        result = register_pair(low, high, offset_um=truth["stage_offset_um"], search=False)
+    assert np.all(_error_vox(result, np.asarray(truth["true_offset_um"])) < TOLERANCE_VOX), result.report

@@ -150,3 +150,53 @@ def make_multiscale_pair(
         high += np.random.default_rng([seed, 1]).normal(0.0, noise, high.shape).astype(np.float32)
     true_offset = tuple(float(s * voxel_um) for s in start)
     return low, high, true_offset
+
+
+def write_example_pair(
+    out_dir,
+    seed: int = 0,
+    fov_um: float = 144.0,
+    voxel_um: float = 1.0,
+    ratio: int = 3,
+    noise: float = 0.1,
+    stage_error_um=(4.0, -5.0, 3.0),
+) -> dict:
+    """Write a synthetic "your own scans" example: ``low.tif``, ``high.h5`` and ``truth.json`` in ``out_dir``.
+
+    The low-res scan is an ImageJ TIFF of ``ratio · voxel_um`` voxels over the whole ``fov_um``³ foam
+    block; the high-res scan an HDF5 interior volume of ``voxel_um`` voxels (a third of the field of
+    view, off the low-res grid). ``truth.json`` holds the true offset and a "stage" offset that is
+    off by ``stage_error_um``, as motor positions are.
+
+    Returns
+    -------
+    The contents of ``truth.json`` (paths, voxel sizes, ``true_offset_um``, ``stage_offset_um``).
+    """
+    import json
+    from pathlib import Path
+
+    from .io.atomic import atomic_output
+    from .io.formats import write_volume_as
+
+    out = Path(out_dir)
+    n = int(round(fov_um / voxel_um))
+    n -= n % ratio
+    extent = (n * voxel_um,) * 3
+    mean_radius = 8.0 * voxel_um
+    # Enough voids for roughly 30 % porosity, as in a foam.
+    n_voids = int(0.3 * np.prod(extent) / (4.0 / 3.0 * np.pi * mean_radius**3))
+    voids = random_voids(extent, n_voids, (0.5 * mean_radius, 1.5 * mean_radius), seed=seed)
+    volume = voxelize_voids(voids, (n, n, n), voxel_um)
+    low, high, offset = make_multiscale_pair(volume, voxel_um, ratio=ratio, noise=noise, seed=seed)
+    write_volume_as(out / "low.tif", low, ratio * voxel_um)
+    write_volume_as(out / "high.h5", high, voxel_um, seed=seed)
+    truth = {
+        "low": "low.tif", "high": "high.h5",
+        "low_voxel_um": ratio * voxel_um, "high_voxel_um": voxel_um,
+        "true_offset_um": list(offset),
+        "stage_offset_um": [o + e for o, e in zip(offset, stage_error_um)],
+        "origin": "voxel-0 outer corner (resrecover.register)",
+    }
+    with atomic_output(out / "truth.json") as tmp:
+        tmp.write_text(json.dumps(truth, indent=2) + "\n")
+    return truth

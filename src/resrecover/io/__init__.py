@@ -1,6 +1,7 @@
 """Reading and writing volumes and tables: HDF5 contract of SPEC §6, atomic writes, input checks."""
 
 from .atomic import atomic_output, atomic_write_csv, check_free_disk
+from .formats import open_volume, write_volume_as
 from .volume import InputError, read_volume, read_volume_lazy, volume_info, write_volume
 
 __all__ = [
@@ -8,6 +9,8 @@ __all__ = [
     "atomic_output",
     "atomic_write_csv",
     "check_free_disk",
+    "open_volume",
+    "write_volume_as",
     "read_volume",
     "read_volume_lazy",
     "volume_info",
