@@ -86,9 +86,9 @@ def test_ssim_streaming_is_independent_of_the_slab_size(monkeypatch):
     """The slab-streamed map is the same whether a slab holds one plane or the whole volume."""
     import resrecover.evaluate.metrics as metrics
 
-    a, b = PAIRS["structured"]()
+    a, b = PAIRS["structured"]()  # 32³: slabs of 8 (the smallest), 12 (a short last slab) and 32 planes
     maps = []
-    for voxels in (1, 3000, 1 << 30):
+    for voxels in (1, 12 * 32 * 32, 1 << 30):
         monkeypatch.setattr(metrics, "_SLAB_VOXELS", voxels)
         maps.append(ssim_map_3d(a, b, 1.0, window_px=7))
     np.testing.assert_allclose(maps[0], maps[1], atol=1e-6)
@@ -151,7 +151,9 @@ def test_msssim_score_and_map_fall_with_blur():
     reference = foam_like((48, 48, 48), 12, n_voids=60)
     scores, means = [], []
     for blur in (0.5, 1.0, 2.0, 3.0):
-        quality, score = msssim_map_3d(ndi.gaussian_filter(reference, blur), reference, 1.0, scales=4, weights=(0.1, 0.2, 0.3, 0.4))
+        quality, score = msssim_map_3d(
+            ndi.gaussian_filter(reference, blur), reference, 1.0, scales=4, weights=(0.1, 0.2, 0.3, 0.4)
+        )
         assert quality.shape == reference.shape
         assert 0.0 <= quality.min() and quality.max() <= 1.0
         scores.append(score)
@@ -223,7 +225,14 @@ def test_collect_tables_concatenates_and_sorts(tmp_path):
     for i, (method, realization, sigma, err) in enumerate(rows):
         path = tmp_path / f"{i}.csv"
         pd.DataFrame(
-            {"method": [method], "realization": [realization], "sigma_um": [sigma], "mse": [err], "psnr": [1.0], "ssim": [0.9]}
+            {
+                "method": [method],
+                "realization": [realization],
+                "sigma_um": [sigma],
+                "mse": [err],
+                "psnr": [1.0],
+                "ssim": [0.9],
+            }
         ).to_csv(path, index=False)
         paths.append(path)
     table = collect_tables(paths)

@@ -93,6 +93,24 @@ def _cmd_recover(args) -> None:
     print(f"wrote {args.out}")
 
 
+def _cmd_register(args) -> None:
+    from .register import register_files
+
+    result = register_files(
+        args.low,
+        args.high,
+        args.out,
+        low_voxel_um=args.low_voxel_um,
+        high_voxel_um=args.high_voxel_um,
+        offset_um=args.offset_um,
+        search=not args.no_search,
+        min_peak=args.min_peak,
+        out_low_on_high=args.low_on_high,
+    )
+    print(result.report)
+    print(f"wrote {args.out}")
+
+
 def _cmd_deconvolve(args) -> None:
     from .methods.rl import richardson_lucy_file
 
@@ -142,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", default="config/config.yaml", help="config with the inference settings")
     r.add_argument("--max-memory-gb", type=float, default=None)
     r.set_defaults(func=_cmd_recover)
+
+    g = sub.add_parser("register", help="register a low-res large-FOV volume with a high-res interior scan")
+    g.add_argument("low", help="low-resolution volume (TIFF file/folder, HDF5 file[.h5:/dataset], Zarr, .npy, Zeiss .txm)")
+    g.add_argument("high", help="high-resolution volume inside it (same formats)")
+    g.add_argument("--low-voxel-um", type=float, help="low-res voxel size (µm); required when the file carries none")
+    g.add_argument("--high-voxel-um", type=float, help="high-res voxel size (µm); required when the file carries none")
+    g.add_argument("--offset-um", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                   help="approximate position of the high-res volume's corner in the low-res volume (stage coordinates)")
+    g.add_argument("--no-search", action="store_true", help="trust --offset-um for the coarse placement")
+    g.add_argument("--min-peak", type=float, default=0.5, help="refuse a match whose correlation is below this")
+    g.add_argument("--low-on-high", help="also write the low-res volume resampled onto the high-res grid (HDF5)")
+    g.add_argument("--out", required=True, help="registration JSON")
+    g.set_defaults(func=_cmd_register)
 
     d = sub.add_parser("deconvolve", help="Richardson-Lucy deconvolution with a Gaussian PSF")
     d.add_argument("volume")

@@ -24,7 +24,7 @@ from .. import ResrecoverError
 K1 = 0.01
 K2 = 0.03
 #: voxels per z-slab streamed through the SSIM computation (a few planes; tuned on 128³-256³)
-_SLAB_VOXELS = 1 << 19
+_SLAB_VOXELS = 1 << 18
 #: Gaussian window of scikit-image's ``gaussian_weights=True``: σ 1.5 px truncated at 3.5 σ (11 taps).
 GAUSSIAN_SIGMA_PX = 1.5
 GAUSSIAN_TRUNCATE = 3.5
@@ -251,8 +251,9 @@ def _uniform_ssim_chunks(
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
     offset = _centre(a, b)
 
-    # a few planes per slab: enough to amortize numpy call overheads, few enough to stay in cache
-    t = int(min(nz, max(1, _SLAB_VOXELS // (ny * nx))))
+    # a few planes per slab: enough to amortize numpy call overheads and the 2r-plane z halo, few
+    # enough to stay in cache
+    t = int(min(nz, max(2 * r + 2, _SLAB_VOXELS // (ny * nx))))
     py = {name: np.empty((t, ny + 2 * r, nx), np.float32) for name in ("s", "d", "q")}
     px = np.empty((t, ny, nx + 2 * r), np.float32)
     box_y = _BoxSum(py["s"].shape, w, axis=1)

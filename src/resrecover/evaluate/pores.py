@@ -109,9 +109,7 @@ def pore_surface_um2(mask: np.ndarray, voxel_size_um: float, smoothing_vox: floa
     return area
 
 
-def pore_table(
-    labels: np.ndarray, voxel_size_um: float, smoothing_vox: float = SURFACE_SMOOTHING_VOX
-) -> pd.DataFrame:
+def pore_table(labels: np.ndarray, voxel_size_um: float, smoothing_vox: float = SURFACE_SMOOTHING_VOX) -> pd.DataFrame:
     """One row per pore: label, centroid (µm), volume (µm³), equivalent diameter, surface, sphericity.
 
     Parameters
@@ -238,20 +236,23 @@ def _overlap_counts(labels: np.ndarray, gt_labels: np.ndarray) -> tuple[np.ndarr
     return keys // width, keys % width, counts
 
 
-def match_pores(labels: np.ndarray, gt_labels: np.ndarray, min_iou: float = 0.5) -> PoreMatching:
+def match_pores(labels: np.ndarray, gt_labels: np.ndarray, min_iou: float = 0.3) -> PoreMatching:
     """Match recovered pores to ground-truth pores one to one by overlap.
 
     Every pair of a recovered and a ground-truth pore that share voxels gets its intersection over
-    union (IoU); pairs are then accepted greedily from the largest IoU down, each pore being used at
-    most once, while IoU ≥ ``min_iou``.
+    union (IoU), from one joint histogram of the label pairs; pairs are then accepted greedily from
+    the largest IoU down, each pore being used at most once, while IoU ≥ ``min_iou``. Merged pores
+    thus count as one match and one miss, split pores as one match and one spurious pore.
 
-    With the default ``min_iou`` = 0.5 the matching is unambiguous: a pore can have an IoU above
-    0.5 with at most one pore of the other volume, so the greedy result is the only one, whatever
-    the order; it is also the usual criterion for instance segmentation. It asks that a recovered
-    pore be the same object, not merely overlap it: a pore recovered with twice its volume (26%
-    larger diameter) or shifted by ~40% of its radius stops matching. A lower ``min_iou`` (the
-    greedy order keeps it one to one) is more lenient with size bias; merged pores still count as
-    one match and one miss, split pores as one match and one spurious pore.
+    Why 0.3 by default, not the 0.5 of instance-segmentation benchmarks (above 0.5 a pore can have
+    only one partner, so the matching would be unique whatever the order): blur shrinks or swells
+    recovered pores by about a voxel, and the foam's smallest voids are only 2–3 voxels in radius
+    at the quick preset; a sphere whose radius is off by 21% already has IoU 0.5. On a 160³ foam
+    blurred by 3.5 µm, IoU ≥ 0.5 declared 326 of 1,204 pores spurious that sat on a ground-truth
+    pore with IoU between 0.3 and 0.5; IoU ≥ 0.3 left 20. ``n_spurious`` is meant to count pores with
+    no counterpart (hallucinations); size bias is reported separately, as the matched pores'
+    diameter error. IoU ≥ 0.3 still requires a real co-location: a same-size pore shifted by more
+    than ~0.7 of its radius, or one of under 0.67 times its partner's diameter, does not match.
 
     Parameters
     ----------

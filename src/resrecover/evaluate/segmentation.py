@@ -8,8 +8,9 @@ and every recovered volume, so that pore counts differ only because the images d
    material fraction is below the threshold (material ≈ 1, void ≈ 0);
 3. small holes filled: a morphological closing with a small ball, accepted only where it fills an
    enclosed material speck (:func:`fill_small_holes`), so the thin walls of the foam survive;
-4. touching pores separated by a watershed of the Euclidean distance transform (µm) from h-maxima
-   markers (:func:`split_touching_pores`);
+4. touching pores separated by a watershed of the Euclidean distance transform (µm) seeded by its
+   regional maxima, with basins of a dynamic below h merged (the h-maxima criterion,
+   :func:`split_touching_pores`);
 5. edge kill: pores touching the top or the bottom slice are removed (they are cut by the volume's
    ends). Pores touching the cylinder wall are kept: the voids of the phantom never cross the
    wall, they only touch it, and the paper removes only the top and bottom;
@@ -61,7 +62,9 @@ def estimate_noise_sigma(volume: np.ndarray, mask: np.ndarray | None = None) -> 
     v = np.asarray(volume, dtype=np.float64)
     nz, ny, nx = (n - n % 2 for n in v.shape)
     if min(nz, ny, nx) < 2:
-        raise SegmentationError(f"volume of shape {v.shape} is too small to estimate its noise (needs 2 voxels per axis)")
+        raise SegmentationError(
+            f"volume of shape {v.shape} is too small to estimate its noise (needs 2 voxels per axis)"
+        )
     v = v[:nz, :ny, :nx]
     detail = np.zeros((nz // 2, ny // 2, nx // 2))
     for dz in (0, 1):
@@ -345,10 +348,13 @@ def segment_pores(
     voxel_size_um : voxel edge (µm).
     denoise : non-local-means first (the study does this for Richardson-Lucy only).
     min_pore_volume_voxels : smaller regions are removed (noise specks).
-    marker_h_um : h of the h-maxima markers of the watershed (µm). Default: half a voxel. The
-        markers must survive the ripples of a digitized sphere's distance map (well under a voxel)
-        yet split a pore of radius r from a neighbour when the neck between them is narrower than
-        r − h; at the quick preset the smallest voids are only ~2.3 voxels in radius.
+    marker_h_um : the h of the h-maxima criterion of the watershed (µm), see
+        :func:`split_touching_pores`. Default: a quarter of a voxel. It only has to absorb the
+        sub-voxel ripples of a digitized distance map (convex shapes of any size keep a single
+        maximum even at h = 0); a larger h merges pores touching through a neck less than h
+        narrower than the smaller one: on a 160³ foam at 3.2 µm (voids down to 2.3 voxels in
+        radius), h = 0.5 voxel already lost 0.2% of the pores of the clean phantom and 9% of a
+        2.5 µm-blurred copy, h = 1 voxel 8% and 37%.
     closing_radius_vox : ball radius (voxels) of the hole-filling closing; 0 turns it off.
 
     Returns
@@ -366,7 +372,7 @@ def segment_pores(
     if not voxel_size_um > 0:
         raise SegmentationError(f"voxel_size_um: {voxel_size_um!r}; expected a positive size in µm")
     if marker_h_um is None:
-        marker_h_um = 0.5 * voxel_size_um
+        marker_h_um = 0.25 * voxel_size_um
     if denoise:
         volume = nlm_denoise(volume, foam_mask)
     threshold = pore_threshold(volume, foam_mask)

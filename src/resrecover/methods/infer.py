@@ -148,7 +148,9 @@ def recover_volume(
                     progress=progress,
                 )
             else:
-                raise ResrecoverError(f"{settings_path}: method {method!r} is not a network; expected 'deepnet' or 'srcnn'")
+                raise ResrecoverError(
+                    f"{settings_path}: method {method!r} is not a network; expected 'deepnet' or 'srcnn'"
+                )
             seconds = time.perf_counter() - started
             attrs = {
                 **software_versions(),

@@ -46,9 +46,10 @@ no later tile touches are final and are written to ``sink``, and only the partia
                   + tz * Hp * Wp                 # carried-over partial sums
                   + 3 * batch_size * tz * ty * tx)   # batch in, prediction out, weighted copy
 
-with ``Hp, Wp`` the slice size padded to at least one tile (plus at most ``size_multiple - 1``); :func:`streaming_memory_bytes` returns
-it and :func:`slab_slices_for_memory` picks the largest slab that fits a budget. The predictor's own
-memory (model weights and activations, on the GPU) comes on top.
+with ``Hp, Wp`` the slice size padded to at least one tile (and to a multiple of ``size_multiple``).
+:func:`streaming_memory_bytes` returns it and :func:`slab_slices_for_memory` picks the largest slab
+that fits a budget. The predictor's own memory (model weights and activations, on the GPU, and its
+temporaries) comes on top; so does a boolean slab (1 byte per voxel) of the lazy reader's finite check.
 
 Out of memory
 -------------
