@@ -270,11 +270,12 @@ def test_noise_variance_scales_with_inverse_photon_count(config):
     clean = forward_project(cylinder, geometry, backend=BACKEND)
     noiseless = fdk_reconstruct(clean, geometry, backend=BACKEND)
     centre = np.zeros(geometry.volume_shape, bool)
-    centre[12:-12] = (yy**2 + xx**2 <= 9**2)  # flat: away from the cylinder wall and the cone edge
+    centre[12:-12] = yy**2 + xx**2 <= 9**2  # flat: away from the cylinder wall and the cone edge
     variances = {}
     for photons, seed in [(4000, 1), (16000, 2)]:
-        noisy = degrade_projections(clean, geometry, 0.0, photons, config["scan"]["attenuation_per_um"],
-                                    np.random.default_rng(seed))  # fmt: skip
+        noisy = degrade_projections(
+            clean, geometry, 0.0, photons, config["scan"]["attenuation_per_um"], np.random.default_rng(seed)
+        )
         recon = fdk_reconstruct(noisy, geometry, backend=BACKEND)
         variances[photons] = float(np.var(recon[centre] - noiseless[centre]))
     ratio = variances[4000] / variances[16000]
@@ -287,8 +288,15 @@ def test_degradation_is_deterministic_and_chunk_independent(config, foam_scan):
     scan = config["scan"]
 
     def degrade(seed, chunk=None):
-        return degrade_projections(projections, geometry, 3.0, scan["photons_per_pixel"], scan["attenuation_per_um"],
-                                   np.random.default_rng(seed), chunk=chunk)  # fmt: skip
+        return degrade_projections(
+            projections,
+            geometry,
+            3.0,
+            scan["photons_per_pixel"],
+            scan["attenuation_per_um"],
+            np.random.default_rng(seed),
+            chunk=chunk,
+        )
 
     first, again, chunked, other = degrade(7), degrade(7), degrade(7, chunk=10), degrade(8)
     assert first.tobytes() == again.tobytes()
@@ -341,8 +349,16 @@ def test_workflow_stages_write_volumes_with_provenance(tmp_path, config, foam):
     recons = {}
     for sigma in (1.0, 9.0):
         scan_path = tmp_path / f"sigma{sigma:g}.h5"
-        degrade_scan_file(clean, scan_path, sigma, seed=11 + int(sigma), photons_per_pixel=cfg["scan"]["photons_per_pixel"],
-                          attenuation_per_um=cfg["scan"]["attenuation_per_um"], chunk=20, realization="train")  # fmt: skip
+        degrade_scan_file(
+            clean,
+            scan_path,
+            sigma,
+            seed=11 + int(sigma),
+            photons_per_pixel=cfg["scan"]["photons_per_pixel"],
+            attenuation_per_um=cfg["scan"]["attenuation_per_um"],
+            chunk=20,
+            realization="train",
+        )
         out = tmp_path / "recon" / f"sigma{sigma:g}.h5"
         fdk_file(scan_path, out, backend=BACKEND, chunk=20, config_hash="abc")
         recons[sigma], attrs = read_volume(out)
@@ -387,3 +403,36 @@ def test_simulate_volume_file_reads_tiff_and_hdf5(tmp_path):
     error = rel_l2(recon_tif[inner], blurred[inner])
     print(f"simulate_volume_file, σ 3 µm: rel. L2 to the 3D-blurred volume {error:.3f}")
     assert error < 0.08
+
+
+def test_astra_geometry_is_the_frame_of_the_raymarcher():
+    """Without a GPU, check ASTRA's own vectors (``geom_2vec``, plain Python) against CT_CONVENTIONS §0."""
+    astra = pytest.importorskip("astra")
+    from resrecover.ct.astra_backend import projection_geometry, volume_geometry
+
+    geometry = ConeBeamGeometry.covering((24, 28, 32), 4.0, 400.0, 1600.0, 5, margin_px=2)
+    geometry = geometry.with_angles(full_circle_angles(5, first_angle_rad=0.3))
+    vectors = astra.functions.geom_2vec(projection_geometry(geometry))["Vectors"]
+    th = geometry.angles
+    s, c, zero = np.sin(th), np.cos(th), np.zeros_like(th)
+    expected = np.column_stack(
+        [
+            geometry.sod_um * s,
+            -geometry.sod_um * c,
+            zero,  # source
+            -geometry.odd_um * s,
+            geometry.odd_um * c,
+            zero,  # detector centre
+            c * geometry.pitch_um,
+            s * geometry.pitch_um,
+            zero,  # next column
+            zero,
+            zero,
+            zero + geometry.pitch_um,  # next row
+        ]
+    )
+    assert np.allclose(vectors, expected)
+    vol = volume_geometry(geometry)
+    assert (vol["GridSliceCount"], vol["GridRowCount"], vol["GridColCount"]) == geometry.volume_shape
+    win = vol["option"]
+    assert (win["WindowMinX"], win["WindowMaxY"], win["WindowMinZ"]) == (-64.0, 56.0, -48.0)

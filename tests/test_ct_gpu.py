@@ -51,7 +51,9 @@ def test_forward_projections_agree(projections):
 @pytest.mark.parametrize("hann_cutoff", [0.0, 0.5])
 def test_fdk_of_the_same_projections_agree(scan, projections, hann_cutoff):
     _, geometry = scan
-    recon = {b: fdk_reconstruct(projections["rtk"], geometry, backend=b, hann_cutoff=hann_cutoff) for b in ("rtk", "astra")}
+    recon = {
+        b: fdk_reconstruct(projections["rtk"], geometry, backend=b, hann_cutoff=hann_cutoff) for b in ("rtk", "astra")
+    }
     inner = (slice(6, -6), slice(4, -4), slice(4, -4))  # no border voxels, no slices at the cone edge
     error = rel_l2(recon["astra"][inner], recon["rtk"][inner])
     print(f"FDK ASTRA vs RTK (Hann {hann_cutoff}): rel. L2 {error:.4f}")

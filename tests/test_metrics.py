@@ -147,6 +147,33 @@ def test_msssim_of_identical_volumes_is_one_everywhere():
     assert score == 1.0
 
 
+def textbook_ssim_terms(x, y, data_range=1.0, sigma=1.5, radius=5):
+    """Luminance and contrast-structure maps straight from Wang et al. (2004): five Gaussian-filtered
+    images in float64, population (co)variances, replicate padding (MATLAB's ssim)."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+
+    def blur(v):
+        return ndi.gaussian_filter(v, sigma, mode="nearest", radius=radius)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    return (2 * mx * my + c1) / (mx**2 + my**2 + c1), (2 * cxy + c2) / (vx + vy + c2)
+
+
+def test_msssim_matches_the_textbook_formula():
+    reference = foam_like((36, 40, 44), 16)
+    volume = noisy(reference, 0.05, 17, blur=1.0)
+    lum, cs = textbook_ssim_terms(volume, reference)
+    quality, score = msssim_map_3d(volume, reference, 1.0, scales=1, weights=(1.0,))
+    np.testing.assert_allclose(quality, np.clip(lum * cs, 0, None), atol=1e-4)
+    assert score == pytest.approx(np.mean(lum * cs), abs=1e-5)
+    # two scales: cs at full resolution, l·cs on the 2×2×2 block means
+    lum1, cs1 = textbook_ssim_terms(downsample2(volume), downsample2(reference))
+    _, score2 = msssim_map_3d(volume, reference, 1.0, scales=2, weights=(0.4, 0.6))
+    assert score2 == pytest.approx(np.mean(cs) ** 0.4 * np.mean(lum1 * cs1) ** 0.6, abs=1e-5)
+
+
 def test_msssim_score_and_map_fall_with_blur():
     reference = foam_like((48, 48, 48), 12, n_voids=60)
     scores, means = [], []

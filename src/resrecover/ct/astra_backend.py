@@ -61,8 +61,12 @@ def gpu_index(index: int | None = None) -> int:
 
 
 def volume_geometry(geometry: ConeBeamGeometry) -> dict:
-    """ASTRA volume geometry: counts in (y, x, z) order, window in (x, y, z) order, µm."""
-    astra = _astra()
+    """ASTRA volume geometry: counts in (y, x, z) order, window in (x, y, z) order, µm.
+
+    Building geometry dicts is plain Python and safe without CUDA.
+    """
+    import astra
+
     nz, ny, nx = geometry.volume_shape
     vs = geometry.voxel_size_um
     return astra.create_vol_geom(
@@ -71,8 +75,9 @@ def volume_geometry(geometry: ConeBeamGeometry) -> dict:
 
 
 def projection_geometry(geometry: ConeBeamGeometry, angles_rad=None) -> dict:
-    """ASTRA ``'cone'`` geometry of ``geometry`` at ``angles_rad`` (default: all)."""
-    astra = _astra()
+    """ASTRA ``'cone'`` geometry of ``geometry`` at ``angles_rad`` (default: all); safe without CUDA."""
+    import astra
+
     angles = geometry.angles if angles_rad is None else np.asarray(angles_rad, dtype=np.float64)
     return astra.create_proj_geom(
         "cone",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -23,11 +24,21 @@ from .geometry import ConeBeamGeometry
 log = logging.getLogger(__name__)
 
 
+_load_seconds: float | None = None
+
+
 def _rtk():
-    """Import ``itk`` and ``itk.RTK`` (slow the first time in a process)."""
+    """Import ``itk`` and ``itk.RTK``; the first call in a process loads the wrappers (logged)."""
+    global _load_seconds
     import itk
     from itk import RTK
 
+    if _load_seconds is None:
+        t0 = time.perf_counter()
+        RTK.ThreeDCircularProjectionGeometry  # the first attribute access loads ~100 wrapper modules
+        itk.Image[itk.F, 3]
+        _load_seconds = time.perf_counter() - t0
+        log.info("RTK %s loaded in %.1f s (once per process)", getattr(itk, "__version__", "?"), _load_seconds)
     return itk, RTK
 
 

@@ -123,7 +123,9 @@ def _mean_over_subsets(geometry: ConeBeamGeometry, chunk: int | None, reconstruc
     subsets = interleaved_subsets(n, chunk or n)
     k = len(subsets)
     if chunk and k > 4 * math.ceil(n / chunk):
-        log.warning("FDK: %d views split into %d subsets of %d (no divisor of %d near chunk %d)", n, k, n // k, n, chunk)
+        log.warning(
+            "FDK: %d views split into %d subsets of %d (no divisor of %d near chunk %d)", n, k, n // k, n, chunk
+        )
     total = None
     for j, idx in enumerate(subsets):
         part = reconstruct_subset(j, k, geometry.with_angles(geometry.angles[idx]))
@@ -245,7 +247,9 @@ def degrade_projections(
 
 
 def _attr_value(value):
-    if isinstance(value, dict) or (isinstance(value, (list, tuple)) and not all(isinstance(v, (int, float)) for v in value)):
+    if isinstance(value, dict) or (
+        isinstance(value, (list, tuple)) and not all(isinstance(v, (int, float)) for v in value)
+    ):
         return json.dumps(value, default=str)
     return value
 
@@ -307,7 +311,9 @@ def open_projections(path: str | Path):
             raise InputError(f"{path}: attribute 'geometry' is not a valid scan geometry ({exc})") from exc
         ds = fh["projections"]
         if tuple(ds.shape) != geometry.projection_shape:
-            raise InputError(f"{path}: projections have shape {ds.shape}; the stored geometry expects {geometry.projection_shape}")
+            raise InputError(
+                f"{path}: projections have shape {ds.shape}; the stored geometry expects {geometry.projection_shape}"
+            )
         attrs = {k: v for k, v in fh.attrs.items() if k != "geometry"}
         yield ds, geometry, attrs
     finally:
@@ -356,13 +362,16 @@ def project_phantom_file(
     volume = _read_phantom(phantom_path, geometry)
     log.info(
         "forward projection: backend %s, %d views of %d×%d px (pitch %.3g µm, M %.3g), volume %s",
-        backend, geometry.n_angles, geometry.n_det_rows, geometry.n_det_cols, geometry.pitch_um,
-        geometry.magnification, geometry.volume_shape,
-    )  # fmt: skip
+        backend,
+        geometry.n_angles,
+        geometry.n_det_rows,
+        geometry.n_det_cols,
+        geometry.pitch_um,
+        geometry.magnification,
+        geometry.volume_shape,
+    )
     t0 = time.perf_counter()
-    with projection_writer(
-        output_path, geometry, backend=backend, n_projections=geometry.n_angles, **attrs
-    ) as ds:
+    with projection_writer(output_path, geometry, backend=backend, n_projections=geometry.n_angles, **attrs) as ds:
         forward_project(volume, geometry, backend=backend, chunk=scan["projection_chunk"], threads=threads, out=ds)
     log.info("forward projection done in %.1f s", time.perf_counter() - t0)
     return geometry
@@ -383,8 +392,13 @@ def degrade_scan_file(
     with open_projections(clean_path) as (clean, geometry, clean_attrs):
         log.info(
             "degrade: σ %.3g µm (%.3g px), I0 %s, μ %g /µm, seed %d, %d views",
-            sigma_um, geometry.sigma_px(sigma_um), photons_per_pixel, attenuation_per_um, seed, geometry.n_angles,
-        )  # fmt: skip
+            sigma_um,
+            geometry.sigma_px(sigma_um),
+            photons_per_pixel,
+            attenuation_per_um,
+            seed,
+            geometry.n_angles,
+        )
         merged = {k: v for k, v in clean_attrs.items() if k not in provenance()}
         merged.update(
             sigma_um=float(sigma_um),
@@ -395,9 +409,15 @@ def degrade_scan_file(
         )
         with projection_writer(output_path, geometry, **merged) as out:
             degrade_projections(
-                clean, geometry, sigma_um, photons_per_pixel, attenuation_per_um,
-                np.random.default_rng(seed), chunk=chunk, out=out,
-            )  # fmt: skip
+                clean,
+                geometry,
+                sigma_um,
+                photons_per_pixel,
+                attenuation_per_um,
+                np.random.default_rng(seed),
+                chunk=chunk,
+                out=out,
+            )
     log.info("degrade done in %.1f s", time.perf_counter() - t0)
 
 
@@ -441,19 +461,33 @@ def ground_truth_file(
     subsets = interleaved_subsets(geometry.n_angles, scan["projection_chunk"])
     log.info(
         "ground truth: backend %s, %d views in %d interleaved subsets of %d, detector %d×%d",
-        backend, geometry.n_angles, len(subsets), len(subsets[0]), geometry.n_det_rows, geometry.n_det_cols,
-    )  # fmt: skip
+        backend,
+        geometry.n_angles,
+        len(subsets),
+        len(subsets[0]),
+        geometry.n_det_rows,
+        geometry.n_det_cols,
+    )
     t0 = time.perf_counter()
     recon = reconstruct_noiseless(
-        volume, geometry, backend=backend, hann_cutoff=scan["hann_cutoff"], chunk=scan["projection_chunk"],
+        volume,
+        geometry,
+        backend=backend,
+        hann_cutoff=scan["hann_cutoff"],
+        chunk=scan["projection_chunk"],
         threads=threads,
-    )  # fmt: skip
+    )
     log.info("ground truth done in %.1f s", time.perf_counter() - t0)
     write_volume(
-        output_path, recon, geometry.voxel_size_um,
-        backend=backend, n_projections=geometry.n_angles, hann_cutoff=float(scan["hann_cutoff"]), sigma_um=0.0,
+        output_path,
+        recon,
+        geometry.voxel_size_um,
+        backend=backend,
+        n_projections=geometry.n_angles,
+        hann_cutoff=float(scan["hann_cutoff"]),
+        sigma_um=0.0,
         **attrs,
-    )  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,8 +566,16 @@ def simulate_scan(
     backend = select_backend(backend)
     log.info(
         "simulate: backend %s, %d views of %d×%d px, SOD %.4g µm, SDD %.4g µm, σ %.3g µm, I0 %s, μ %g /µm",
-        backend, n, geometry.n_det_rows, geometry.n_det_cols, sod, sdd, sigma_um, photons, mu,
-    )  # fmt: skip
+        backend,
+        n,
+        geometry.n_det_rows,
+        geometry.n_det_cols,
+        sod,
+        sdd,
+        sigma_um,
+        photons,
+        mu,
+    )
     rng = np.random.default_rng(seed)
 
     def subset_scan(j, k, sub):
@@ -578,18 +620,32 @@ def simulate_volume_file(
         vs = float(source.voxel_size_um)
     chosen = select_backend(backend)
     recon = simulate_scan(
-        volume, vs, sigma_um, n_projections=n_projections, photons_per_pixel=photons_per_pixel,
-        attenuation_per_um=attenuation_per_um, source_to_object_um=source_to_object_um,
-        source_to_detector_um=source_to_detector_um, hann_cutoff=hann_cutoff, projection_chunk=projection_chunk,
-        seed=seed, backend=chosen, threads=threads,
-    )  # fmt: skip
+        volume,
+        vs,
+        sigma_um,
+        n_projections=n_projections,
+        photons_per_pixel=photons_per_pixel,
+        attenuation_per_um=attenuation_per_um,
+        source_to_object_um=source_to_object_um,
+        source_to_detector_um=source_to_detector_um,
+        hann_cutoff=hann_cutoff,
+        projection_chunk=projection_chunk,
+        seed=seed,
+        backend=chosen,
+        threads=threads,
+    )
     defaults = scan_defaults()
     write_volume(
-        output_path, recon, vs,
-        source=str(input_path), sigma_um=float(sigma_um), seed=int(seed), backend=chosen,
+        output_path,
+        recon,
+        vs,
+        source=str(input_path),
+        sigma_um=float(sigma_um),
+        seed=int(seed),
+        backend=chosen,
         n_projections=int(n_projections or defaults["n_projections"]),
         photons_per_pixel=float(defaults["photons_per_pixel"] if photons_per_pixel is None else photons_per_pixel),
         attenuation_per_um=float(defaults["attenuation_per_um"] if attenuation_per_um is None else attenuation_per_um),
         hann_cutoff=float(hann_cutoff),
-    )  # fmt: skip
+    )
     return Path(output_path)

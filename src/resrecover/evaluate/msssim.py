@@ -98,14 +98,22 @@ def _ssim_components(
     mean_s = ndi.gaussian_filter(s, **gauss)
     mean_d = ndi.gaussian_filter(d, **gauss)
     del s, d
+    # in place, so that a 512³ pair needs about ten volume-sized float32 buffers at most
     vs -= mean_s * mean_s
     mean_d *= mean_d  # Q
     vd -= mean_d
-    cs = (vs - vd + np.float32(2 * c2)) / (vs + vd + np.float32(2 * c2))
+    cs = np.subtract(vs, vd)
+    cs += np.float32(2 * c2)
+    vs += vd
+    vs += np.float32(2 * c2)
+    cs /= vs
     del vs, vd
     mean_s += np.float32(2.0 * offset)
     mean_s *= mean_s  # P
-    lum = (mean_s - mean_d + np.float32(2 * c1)) / (mean_s + mean_d + np.float32(2 * c1))
+    mean_s += np.float32(2 * c1)
+    lum = np.subtract(mean_s, mean_d)
+    mean_s += mean_d
+    lum /= mean_s
     return lum, cs
 
 

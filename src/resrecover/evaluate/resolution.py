@@ -6,7 +6,9 @@ parabola through the three grid points around the minimum, is the volume's effec
 (also given as FWHM = 2 √(2 ln 2) σ). The blur is applied in Fourier space with the continuous
 Gaussian's transfer function exp(-2π² σ² f²), after padding every side by 4 σ with mirror
 reflection (ndimage's 'reflect'), so it equals ``ndimage.gaussian_filter(mode='reflect')`` up to
-the kernel's sampling (< 1e-3 relative for σ ≥ 1 voxel) and costs one inverse FFT per σ.
+the kernel's sampling (< 1e-3 relative in MSE for σ ≥ 1 voxel) and costs one inverse FFT per σ.
+Below one voxel the continuous Gaussian is the better model: ndimage's sampled kernel barely blurs
+at σ < 0.5 voxel, which would flatten the fine end of the curve on coarse grids (quick preset).
 
 Fourier shell correlation. FSC(f) = Σ Re(F1 F2*) / sqrt(Σ|F1|² Σ|F2|²) over shells of spatial
 frequency |f| (cycles/µm), after removing each volume's mean and multiplying both by a separable

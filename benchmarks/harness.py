@@ -1,0 +1,381 @@
+"""Shared benchmark harness: timing, peak memory in fresh subprocesses, machine description.
+
+Every comparison (``bench_*.py``) is written the same way:
+
+* ``prepare(workdir, options)`` builds the inputs once (cached under ``workdir``) in the parent;
+* ``SIDES = {"ours": fn, "peer": fn}``: each side runs in a **fresh Python subprocess**
+  (``python bench_x.py --worker SIDE ...``), loads the prepared inputs, does one warm-up call and
+  then the timed calls (:func:`measure`), saves its output for the equality check and reports its
+  own peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``: the high-water mark of that process only, so
+  the two sides never see each other's memory);
+* ``run(workdir, options) -> dict`` drives both sides with :func:`run_side`, compares the outputs
+  and returns one result row that :mod:`run_all` renders into ``RESULTS.md``.
+
+Timing: the median of up to ``repeats`` (default 3) runs after a warm-up. A side whose runs are
+slow stops repeating once it has spent ``max_seconds`` (it always makes at least one run): on a
+2-core machine the slow peers (scikit-image's Richardson-Lucy) would otherwise not fit the
+20-minute budget of ``run_all.py``. The number of runs behind every median is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+DEFAULT_WORKDIR = BENCH_DIR / "_work"  # git-ignored
+
+
+# ------------------------------------------------------------------------------------ machine
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, else os.cpu_count())."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, RAM, load and the versions of the libraries the benchmarks compare."""
+    import numpy
+    import scipy
+
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+    }
+    try:
+        import psutil
+
+        info["ram_gb"] = round(psutil.virtual_memory().total / 1e9, 1)
+        info["ram_available_gb"] = round(psutil.virtual_memory().available / 1e9, 1)
+    except ImportError:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        info["ram_gb"] = round(pages / 1e9, 1)
+    try:
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    for name in ("torch", "skimage", "porespy", "monai", "itk", "snakemake"):
+        try:
+            module = __import__(name)
+            info[name] = getattr(module, "__version__", "?")
+        except Exception:  # noqa: BLE001 - an optional peer that is missing is reported, not fatal
+            info[name] = "not installed"
+    try:
+        import torch
+
+        info["cuda"] = bool(torch.cuda.is_available())
+        if info["cuda"]:
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001
+        info["cuda"] = False
+    return info
+
+
+# ------------------------------------------------------------------------------------- memory
+def peak_rss_mb() -> float:
+    """High-water mark of this process's resident set (MB; Linux reports ru_maxrss in kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def children_peak_rss_mb() -> float:
+    """Largest peak RSS among this process's waited-for children (MB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    """Resident set of this process now (MB), from /proc/self/statm."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
+class TreeRssSampler:
+    """Samples the summed RSS of a process and all its descendants (psutil) in a thread; keeps the peak."""
+
+    def __init__(self, pid: int, interval_s: float = 0.5):
+        self.pid, self.interval_s = pid, interval_s
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._stop.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                total = 0
+                for proc in procs:
+                    try:
+                        total += proc.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak_mb = max(self.peak_mb, total / 2**20)
+            except psutil.Error:
+                return
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# ------------------------------------------------------------------------------------- timing
+def measure(
+    fn: Callable[[], Any],
+    repeats: int = 3,
+    warmup: Callable[[], Any] | None = None,
+    max_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Time ``fn``: one warm-up call (``warmup`` or ``fn`` itself), then up to ``repeats`` timed calls.
+
+    Repeating stops early once the timed calls have used ``max_seconds`` (at least one call is
+    always made). Returns ``times_s``, ``median_s``, ``n_runs``, ``warmup_s`` and the last result
+    under ``result``.
+    """
+    started = time.perf_counter()
+    (warmup or fn)()
+    warmup_s = time.perf_counter() - started
+    times: list[float] = []
+    result = None
+    for _ in range(max(1, int(repeats))):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+        if max_seconds is not None and sum(times) >= max_seconds:
+            break
+    return {
+        "times_s": [round(t, 4) for t in times],
+        "median_s": statistics.median(times),
+        "n_runs": len(times),
+        "warmup_s": round(warmup_s, 3),
+        "result": result,
+    }
+
+
+# ------------------------------------------------------------------------ subprocess workers
+def worker_cli(sides: dict[str, Callable[[Path, dict], dict]]) -> bool:
+    """Handle ``--worker SIDE --workdir DIR --options JSON --result FILE`` (returns False if absent).
+
+    Called at the top of a bench script's ``__main__``: runs one side in this (fresh) process and
+    writes its result JSON, adding this process's peak RSS.
+    """
+    if "--worker" not in sys.argv:
+        return False
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--worker", required=True, choices=sorted(sides))
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--options", default="{}")
+    parser.add_argument("--result", required=True, type=Path)
+    args = parser.parse_args()
+    options = json.loads(args.options)
+    t0 = time.perf_counter()
+    out = sides[args.worker](args.workdir, options)
+    out = {k: v for k, v in out.items() if k != "result"}
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    out["process_s"] = round(time.perf_counter() - t0, 2)
+    args.result.write_text(json.dumps(out, indent=1, default=_json_default))
+    return True
+
+
+def _json_default(value):
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+    except ImportError:
+        pass
+    return str(value)
+
+
+def run_side(
+    script: str | Path,
+    side: str,
+    workdir: Path,
+    options: dict | None = None,
+    timeout_s: float = 1800,
+) -> dict[str, Any]:
+    """Run one side of ``script`` in a fresh interpreter; return its result dict (or an ``error``)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    result_file = workdir / f"result_{Path(script).stem}_{side}.json"
+    result_file.unlink(missing_ok=True)
+    cmd = [
+        sys.executable,
+        str(script),
+        "--worker", side,
+        "--workdir", str(workdir),
+        "--options", json.dumps(options or {}),
+        "--result", str(result_file),
+    ]
+    env = dict(os.environ)
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"{side}: timed out after {timeout_s:.0f} s"}
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0 or not result_file.exists():
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-15:]
+        return {"error": f"{side}: exit {proc.returncode}: " + " | ".join(tail)}
+    out = json.loads(result_file.read_text())
+    out["subprocess_wall_s"] = round(wall, 2)
+    return out
+
+
+# ------------------------------------------------------------------------------ result rows
+def ratio(peer: dict | None, ours: dict | None) -> float | None:
+    """Speed-up of ours over the peer (peer median / our median); None when either is missing."""
+    try:
+        return peer["median_s"] / ours["median_s"]
+    except (TypeError, KeyError, ZeroDivisionError):
+        return None
+
+
+def fmt_s(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.3g} s" if value < 100 else f"{value:.0f} s"
+
+
+def fmt_side(side: dict | None) -> str:
+    """'median (n runs: t1, t2, ...)'."""
+    if not side:
+        return "–"
+    if "error" in side:
+        return f"error: {side['error']}"
+    times = ", ".join(f"{t:.3g}" for t in side.get("times_s", []))
+    return f"{fmt_s(side.get('median_s'))} (median of {side.get('n_runs', '?')}: {times})"
+
+
+def fmt_mem(side: dict | None) -> str:
+    if not side or "peak_rss_mb" not in side:
+        return "–"
+    text = f"{side['peak_rss_mb']:.0f} MB"
+    if "baseline_rss_mb" in side:
+        text += f" (after loading inputs: {side['baseline_rss_mb']:.0f} MB)"
+    return text
+
+
+def bench_arg_parser(description: str) -> argparse.ArgumentParser:
+    """Standard CLI of a bench script run on its own: ``--workdir``, ``--repeats``, ``--json``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the row as JSON here")
+    return parser
+
+
+def standalone(run: Callable[[Path, dict], dict], description: str, extra_args: Callable | None = None) -> None:
+    """``python bench_x.py``: run the comparison, print the row (JSON and markdown)."""
+    parser = bench_arg_parser(description)
+    if extra_args:
+        extra_args(parser)
+    args = parser.parse_args()
+    options = {k: v for k, v in vars(args).items() if k not in ("workdir", "json")}
+    row = run(args.workdir, options)
+    text = json.dumps(row, indent=1, default=_json_default)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    from run_all import render_row  # noqa: PLC0415 - benchmarks/ is on sys.path when run as a script
+
+    print()
+    print(render_row(row))
+
+
+# ------------------------------------------------------------------------------- shared inputs
+#: The paper's foam (SPEC §2): cylinder radius and largest void in µm, ~1,500 voids over 512 µm of height.
+FOAM_CYLINDER_RADIUS_UM = 170.67
+FOAM_MAX_VOID_RADIUS_UM = 34.13
+FOAM_VOIDS_PER_UM_HEIGHT = 1500 / 512.0
+
+
+def cached_foam(workdir: Path, n: int = 256, voxel_size_um: float = 1.0, seed: int = 7) -> Path:
+    """An ``n``³ foam phantom (material fraction, float32 .npy) of the paper's foam at ``voxel_size_um``.
+
+    Made with :func:`resrecover.phantom.generate_foam` once and cached in ``workdir``. The void
+    count is the paper's density (1,500 voids per 512 µm of height), so a 256³ grid at 2 µm is the
+    whole paper foam and at 1 µm its central quarter (the cylinder then is cut by the volume's sides).
+    """
+    import numpy as np
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"foam_{n}_{voxel_size_um:g}um_seed{seed}.npy"
+    if path.exists():
+        return path
+    import logging
+
+    from resrecover.phantom import generate_foam
+
+    logging.getLogger("resrecover.phantom.foam").setLevel(logging.ERROR)  # the "cylinder is cut" warning
+    height_um = n * voxel_size_um
+    config = {
+        "voxel_size_um": float(voxel_size_um),
+        "volume_shape": [n, n, n],
+        "phantom": {
+            "cylinder_radius_um": FOAM_CYLINDER_RADIUS_UM,
+            "max_void_radius_um": FOAM_MAX_VOID_RADIUS_UM,
+            "n_voids": int(round(FOAM_VOIDS_PER_UM_HEIGHT * height_um)),
+            "n_candidates": 300000,
+            "supersampling": 2,
+        },
+    }
+    volume, _ = generate_foam(config, seed)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, volume.astype(np.float32))
+    tmp.rename(path)
+    return path
+
+
+def save_array(path: Path, array) -> None:
+    """np.save through a temporary name (a crashed run never leaves a truncated cache file)."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, array)
+    tmp.rename(path)

@@ -1,0 +1,352 @@
+"""Segmentation recipe, pore tables, matching and the per-volume evaluation on small synthetic foams."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+
+from resrecover.evaluate.pores import (
+    PORE_COLUMNS,
+    match_pores,
+    pore_table,
+    pores_summary,
+    porosity,
+    read_labels,
+    size_histogram,
+    sphericity,
+    write_labels,
+)
+from resrecover.evaluate.segmentation import (
+    estimate_noise_sigma,
+    fill_small_holes,
+    segment_pores,
+    split_touching_pores,
+)
+from resrecover.masks import cylinder_mask
+
+SHAPE = (64, 64, 64)
+RADIUS_VOX = 29.0  # foam cylinder radius
+
+
+def centre_offsets(shape):
+    """Voxel-centre coordinates relative to the grid centre (voxels), z-y-x."""
+    return [np.arange(n) - (n - 1) / 2 for n in shape]
+
+
+def sphere_volume(spheres, shape=SHAPE, cylinder_vox=RADIUS_VOX):
+    """Material 1 inside the cylinder, 0 in the spheres and outside; spheres (cz, cy, cx, r) in voxels
+    from the grid centre. Also returns the ground-truth labels (sphere i -> i + 1)."""
+    z, y, x = centre_offsets(shape)
+    mask = cylinder_mask(shape, cylinder_vox, 1.0)
+    volume = mask.astype(np.float32)
+    labels = np.zeros(shape, np.int32)
+    for i, (cz, cy, cx, r) in enumerate(spheres):
+        inside = (z[:, None, None] - cz) ** 2 + (y[None, :, None] - cy) ** 2 + (x[None, None, :] - cx) ** 2 <= r * r
+        volume[inside] = 0.0
+        labels[inside & mask] = i + 1
+    return volume, mask, labels
+
+
+def lattice_spheres(seed=0):
+    """12 separated spheres of radius 5 to 7 voxels, none touching the top or bottom slice."""
+    rng = np.random.default_rng(seed)
+    spheres = []
+    for cz in (-16.0, 0.0, 16.0):
+        for cy, cx in ((-10, -10), (-10, 10), (10, -10), (10, 10)):
+            jitter = rng.uniform(-0.5, 0.5, 3)
+            spheres.append((cz + jitter[0], cy + jitter[1], cx + jitter[2], rng.uniform(5.0, 7.0)))
+    return spheres
+
+
+@pytest.fixture(scope="module")
+def lattice():
+    spheres = lattice_spheres()
+    volume, mask, truth = sphere_volume(spheres)
+    return spheres, volume, mask, truth
+
+
+def test_known_spheres_count_porosity_sphericity(lattice):
+    spheres, volume, mask, truth = lattice
+    labels = segment_pores(volume, mask, voxel_size_um=2.0)
+    assert labels.dtype == np.int32
+    assert labels.max() == len(spheres)
+    assert set(np.unique(labels)) == set(range(len(spheres) + 1))
+    # the segmentation recovers exactly the digitized voids
+    assert porosity(labels, mask) == pytest.approx(porosity(truth, mask), rel=1e-9)
+    # and the analytic void fraction within 1%
+    analytic = sum(4 / 3 * math.pi * s[3] ** 3 for s in spheres) / mask.sum()
+    assert porosity(labels, mask) == pytest.approx(analytic, rel=0.01)
+    table = pore_table(labels, voxel_size_um=2.0)
+    assert list(table.columns) == PORE_COLUMNS
+    assert len(table) == len(spheres)
+    assert table["sphericity"].mean() > 0.9
+    assert table["sphericity"].max() <= 1.0
+
+
+def test_pore_table_geometry_in_micrometres():
+    voxel = 2.5
+    centre = (3.3, -4.2, 6.7)  # voxels from the grid centre
+    radius = 10.0
+    _, _, truth = sphere_volume([(*centre, radius)])
+    table = pore_table(truth, voxel_size_um=voxel)
+    row = table.iloc[0]
+    n_vox = np.count_nonzero(truth)
+    assert row["volume_um3"] == pytest.approx(n_vox * voxel**3)
+    assert row["diameter_um"] == pytest.approx((6 * n_vox * voxel**3 / math.pi) ** (1 / 3))
+    for axis, name in enumerate(("centroid_z_um", "centroid_y_um", "centroid_x_um")):
+        assert row[name] == pytest.approx(centre[axis] * voxel, abs=0.05 * voxel)
+    # marching cubes on a digitized sphere: within a few % of 4πr²
+    assert row["surface_um2"] == pytest.approx(4 * math.pi * (radius * voxel) ** 2, rel=0.04)
+    assert 0.95 < row["sphericity"] <= 1.0
+
+
+def test_pore_surface_of_a_cube_is_not_a_sphere():
+    labels = np.zeros((30, 30, 30), np.int32)
+    labels[5:25, 5:25, 5:25] = 1  # a cube: sphericity 0.806 exactly, smoothing rounds it a bit
+    table = pore_table(labels, voxel_size_um=1.0)
+    assert 0.78 < table["sphericity"].iloc[0] < 0.93
+
+
+def test_sphericity_is_clipped_to_one():
+    v = 4 / 3 * math.pi * 5.0**3
+    assert sphericity(v, 4 * math.pi * 25.0) == pytest.approx(1.0)
+    assert sphericity(v, 0.9 * 4 * math.pi * 25.0) == 1.0
+    assert sphericity(v, 2 * 4 * math.pi * 25.0) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("gap", [0.0, -1.5])
+def test_touching_spheres_are_split(gap):
+    r = 7.0
+    half = r + gap / 2  # gap < 0: the spheres overlap, joined by a neck wider than the contact point
+    spheres = [(0.0, 0.0, -half, r), (0.0, 0.0, half, r)]
+    volume, mask, _ = sphere_volume(spheres)
+    pores = (volume < 0.5) & mask
+    assert ndi.label(pores)[1] == 1, "the two voids must touch in the test volume"
+    labels = segment_pores(volume, mask, voxel_size_um=1.0)
+    assert labels.max() == 2
+    sizes = np.bincount(labels.ravel())[1:]
+    assert abs(sizes[0] - sizes[1]) < 0.1 * sizes.mean()
+
+
+def test_a_large_h_merges_touching_spheres():
+    """The h of the split is live: a neck 1.5 voxels below the radius is kept whole with h = 3."""
+    r = 7.0
+    spheres = [(0.0, 0.0, -(r - 0.75), r), (0.0, 0.0, r - 0.75, r)]
+    volume, mask, _ = sphere_volume(spheres)
+    assert segment_pores(volume, mask, 1.0, marker_h_um=0.25).max() == 2
+    assert segment_pores(volume, mask, 1.0, marker_h_um=6.0).max() == 1
+
+
+def test_voxel_size_does_not_change_the_segmentation(lattice):
+    _, volume, mask, _ = lattice
+    a = segment_pores(volume, mask, voxel_size_um=1.0)
+    b = segment_pores(volume, mask, voxel_size_um=3.2)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_edge_kill_top_and_bottom_but_not_the_wall():
+    nz = SHAPE[0]
+    top = -(nz - 1) / 2
+    spheres = [
+        (top + 3.0, 0.0, 0.0, 6.0),  # cut by the first slice
+        (-top - 2.0, 10.0, 0.0, 5.0),  # cut by the last slice
+        (0.0, 0.0, RADIUS_VOX - 6.0, 6.0),  # touching the cylinder wall from inside
+        (0.0, -12.0, 0.0, 5.0),  # plain interior pore
+    ]
+    volume, mask, truth = sphere_volume(spheres)
+    labels = segment_pores(volume, mask, voxel_size_um=1.0)
+    assert labels.max() == 2
+    kept = {int(np.bincount(truth[labels == k]).argmax()) for k in (1, 2)}
+    assert kept == {3, 4}
+
+
+def test_small_regions_and_holes():
+    spheres = [(0.0, 0.0, 0.0, 8.0), (0.5, 18.5, 0.5, 1.0)]  # a 7-voxel speck (centre + 6 faces)
+    volume, mask, _ = sphere_volume(spheres)
+    volume[32, 32, 32] = 1.0  # one bright noise voxel inside the big pore: a hole
+    labels = segment_pores(volume, mask, 1.0, min_pore_volume_voxels=8)
+    assert labels.max() == 1
+    assert labels[32, 32, 32] == 1, "the closing fills the one-voxel hole"
+    assert segment_pores(volume, mask, 1.0, min_pore_volume_voxels=1).max() == 2
+
+
+def test_fill_small_holes_keeps_thin_walls():
+    pores = np.zeros((20, 20, 20), bool)
+    pores[4:16, 4:16, 4:9] = True
+    pores[4:16, 4:16, 10:16] = True  # a one-voxel wall at x = 9
+    pores[8, 8, 6] = False  # an enclosed speck
+    filled = fill_small_holes(pores, 1.0)
+    assert filled[8, 8, 6]
+    assert not filled[4:16, 4:16, 9].any(), "a wall is not a hole"
+    assert ndi.binary_closing(pores, np.ones((3, 3, 3)))[10, 10, 9], "a plain closing would erase it"
+
+
+def test_split_touching_pores_single_component_is_one_label():
+    pores = np.zeros((20, 20, 20), bool)
+    pores[5:15, 5:15, 5:15] = True
+    labels = split_touching_pores(pores, 1.0, 0.25)
+    assert set(np.unique(labels)) == {0, int(labels.max())}
+
+
+def test_matching_reports_missed_and_spurious(lattice):
+    spheres, volume, mask, truth = lattice
+    gt_labels = segment_pores(volume, mask, voxel_size_um=1.0)
+    # recovered volume: sphere 3 lost, one new void in the material
+    deleted = spheres[3]
+    extra = (0.0, 0.0, 0.0, 4.0)
+    recovered, _, _ = sphere_volume([s for i, s in enumerate(spheres) if i != 3] + [extra])
+    labels = segment_pores(recovered, mask, voxel_size_um=1.0)
+    assert labels.max() == len(spheres)  # the count alone hides both errors
+    m = match_pores(labels, gt_labels)
+    assert (m.n_matched, m.n_missed, m.n_spurious) == (len(spheres) - 1, 1, 1)
+    missed_gt = m.missed[0]
+    z, y, x = [int(round(c + (n - 1) / 2)) for c, n in zip(deleted[:3], SHAPE)]
+    assert gt_labels[z, y, x] == missed_gt
+    zc = (SHAPE[0] - 1) // 2
+    assert labels[zc, zc, zc] == m.spurious[0] or labels[zc + 1, zc + 1, zc + 1] == m.spurious[0]
+    assert (m.pairs["iou"] > 0.99).all()
+    assert np.allclose(m.pairs["diameter_rel_error"], 0.0)
+    # summary: count ratio 100% yet one missed and one spurious
+    gt_table = pore_table(gt_labels, 1.0)
+    table = pore_table(labels, 1.0)
+    summary = pores_summary(table, labels, mask, gt_table, porosity(gt_labels, mask), m)
+    assert summary["recovery_pct"] == pytest.approx(100.0)
+    assert (summary["n_matched"], summary["n_missed"], summary["n_spurious"]) == (11, 1, 1)
+    expected_porosity = porosity(labels, mask)
+    assert summary["porosity_error_pct"] == pytest.approx(
+        100 * (expected_porosity - porosity(gt_labels, mask)) / porosity(gt_labels, mask)
+    )
+    assert summary["sphericity_mean"] == pytest.approx(table["sphericity"].mean())
+
+
+def test_matching_is_one_to_one_for_merged_pores():
+    gt = np.zeros((10, 10, 20), np.int32)
+    gt[2:8, 2:8, 2:9] = 1
+    gt[2:8, 2:8, 10:18] = 2
+    merged = np.where(gt > 0, 1, 0).astype(np.int32)
+    merged[2:8, 2:8, 9] = 1
+    m = match_pores(merged, gt, min_iou=0.3)
+    assert m.n_matched == 1 and m.n_missed == 1 and m.n_spurious == 0
+    assert m.pairs["gt_label"].iloc[0] == 2  # the larger overlap wins
+    # IoU 8/15 with min_iou 0.6 matches nothing
+    m = match_pores(merged, gt, min_iou=0.6)
+    assert (m.n_matched, m.n_missed, m.n_spurious) == (0, 2, 1)
+
+
+def test_matching_with_a_shifted_copy():
+    _, _, truth = sphere_volume([(0.0, 0.0, 0.0, 6.0)])
+    shifted = np.roll(truth, 2, axis=2)
+    m = match_pores(shifted, truth)
+    assert m.n_matched == 1 and 0.3 < m.pairs["iou"].iloc[0] < 1
+    far = np.roll(truth, 9, axis=2)  # shifted by 1.5 radii: IoU < 0.1
+    assert match_pores(far, truth).n_matched == 0
+
+
+def test_nlm_path_runs_and_keeps_the_pores(lattice):
+    spheres, volume, mask, _ = lattice
+    rng = np.random.default_rng(3)
+    noisy = (volume + rng.normal(0, 0.15, volume.shape)).astype(np.float32)
+    assert estimate_noise_sigma(noisy, mask) == pytest.approx(0.15, rel=0.15)
+    labels = segment_pores(noisy, mask, voxel_size_um=1.0, denoise=True)
+    assert labels.max() == len(spheres)
+
+
+def test_size_histogram_bins():
+    hist = size_histogram([1.0, 4.9, 5.0, 12.0], bin_um=5.0, max_um=20.0)
+    assert list(hist.columns) == ["bin_start_um", "bin_end_um", "count"]
+    assert hist["bin_start_um"].tolist() == [0.0, 5.0, 10.0, 15.0, 20.0]
+    assert hist["count"].tolist() == [2, 1, 1, 0, 0]
+    assert hist["count"].sum() == 4
+    assert size_histogram([], bin_um=5.0)["count"].sum() == 0
+
+
+def test_labels_round_trip_as_int32(tmp_path):
+    labels = np.arange(4 * 5 * 6, dtype=np.int32).reshape(4, 5, 6)
+    path = tmp_path / "labels.h5"
+    write_labels(path, labels, 2.0, method="x")
+    back, attrs = read_labels(path)
+    assert back.dtype == np.int32
+    np.testing.assert_array_equal(back, labels)
+    assert attrs["voxel_size_um"] == 2.0
+
+
+def test_errors_name_the_problem():
+    from resrecover import ResrecoverError
+
+    with pytest.raises(ResrecoverError, match="constant"):
+        segment_pores(np.ones(SHAPE, np.float32), cylinder_mask(SHAPE, 20, 1.0), 1.0)
+    with pytest.raises(ResrecoverError, match="shape"):
+        segment_pores(np.ones(SHAPE, np.float32), np.ones((4, 4, 4), bool), 1.0)
+    with pytest.raises(ResrecoverError, match="integer"):
+        pore_table(np.zeros(SHAPE, np.float32), 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# The per-volume adapter and the collector on the test preset's grid
+# --------------------------------------------------------------------------------------------
+
+
+def test_evaluate_volume_end_to_end(tmp_path):
+    from resrecover.config import load_config
+    from resrecover.evaluate.evaluate_volume import (
+        PORES_SUMMARY_COLUMNS,
+        collect_pore_tables,
+        evaluate_volume,
+        segment_ground_truth,
+    )
+    from resrecover.io import write_volume
+
+    config = load_config("tests/config/test.yaml")
+    shape = tuple(config["volume_shape"])
+    vox = config["voxel_size_um"]
+    cyl_vox = config["phantom"]["cylinder_radius_um"] / vox
+    spheres = [(cz, cy, cx, 3.5) for cz in (-9.0, 0.0, 9.0) for cy, cx in ((-5, -5), (5, 5), (-5, 5))]
+    gt, _, _ = sphere_volume(spheres, shape, cyl_vox)
+    recovered, _, _ = sphere_volume(spheres[:-1] + [(0.0, 0.0, 0.0, 2.5)], shape, cyl_vox)
+    recovered = ndi.gaussian_filter(recovered, 0.5)
+    write_volume(tmp_path / "gt.h5", gt, vox)
+    write_volume(tmp_path / "rec.h5", recovered, vox)
+    out = {k: tmp_path / f"{k}.csv" for k in ("pores", "metrics", "gaussian_fit", "fsc", "summary")}
+
+    gt_summary = segment_ground_truth(
+        tmp_path / "gt.h5", tmp_path / "gt_pores.csv", tmp_path / "gt_labels.h5", tmp_path / "gt_summary.csv",
+        config, "alternate",
+    )
+    assert gt_summary["n_pores"] == len(spheres)
+    result = evaluate_volume(
+        tmp_path / "rec.h5", tmp_path / "gt.h5", tmp_path / "gt_labels.h5", tmp_path / "gt_pores.csv",
+        config, "deepnet", "alternate", 3.0, False,
+        out["pores"], tmp_path / "labels.h5", out["metrics"], out["gaussian_fit"], out["fsc"], out["summary"],
+    )
+    assert (result["n_matched"], result["n_missed"], result["n_spurious"]) == (8, 1, 1)
+    labels, _ = read_labels(tmp_path / "labels.h5")
+    assert labels.dtype == np.int32 and labels.max() == 9
+    pores = pd.read_csv(out["pores"])
+    assert (pores["matched_gt_label"] == 0).sum() == 1
+    assert pores[["method", "realization", "sigma_um"]].drop_duplicates().values.tolist() == [["deepnet", "alternate", 3.0]]
+    assert list(pd.read_csv(out["metrics"]).columns) == ["method", "realization", "sigma_um", "mse", "psnr", "ssim"]
+    assert list(pd.read_csv(out["gaussian_fit"]).columns) == ["method", "realization", "sigma_um", "blur_sigma_um", "mse"]
+    assert list(pd.read_csv(out["fsc"]).columns) == ["method", "realization", "sigma_um", "frequency", "fsc"]
+
+    tables = {k: tmp_path / f"table_{k}.csv" for k in ("summary", "hist", "best", "fsc")}
+    collect_pore_tables(
+        [out["summary"]], [tmp_path / "gt_summary.csv"], [out["pores"]], [tmp_path / "gt_pores.csv"],
+        out["gaussian_fit"], out["fsc"], tables["summary"], tables["hist"], tables["best"], tables["fsc"], bin_um=5.0,
+    )
+    summary = pd.read_csv(tables["summary"])
+    assert list(summary.columns) == PORES_SUMMARY_COLUMNS
+    assert summary["method"].tolist() == ["ground_truth", "deepnet"]
+    assert summary.loc[0, "recovery_pct"] == 100 and np.isnan(summary.loc[0, "sigma_um"])
+    hist = pd.read_csv(tables["hist"])
+    assert list(hist.columns) == ["method", "realization", "sigma_um", "bin_start_um", "bin_end_um", "count"]
+    edges = hist.groupby("method")["bin_start_um"].apply(tuple)
+    assert edges["ground_truth"] == edges["deepnet"]
+    assert hist.groupby("method")["count"].sum().to_dict() == {"deepnet": 9, "ground_truth": 9}
+    best = pd.read_csv(tables["best"])
+    assert list(best.columns) == ["method", "realization", "sigma_um", "best_blur_sigma_um", "best_fwhm_um", "mse"]
+    fsc = pd.read_csv(tables["fsc"])
+    assert list(fsc.columns) == ["method", "realization", "sigma_um", "fsc_threshold", "resolution_um"]
