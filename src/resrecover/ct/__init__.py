@@ -19,9 +19,11 @@ from .simulate import (
     projection_writer,
     read_projections,
     reconstruct_noiseless,
+    scan_defaults,
     select_backend,
     simulate_scan,
     simulate_volume_file,
+    user_scan_geometry,
     write_projections,
 )
 
@@ -43,8 +45,10 @@ __all__ = [
     "projection_writer",
     "read_projections",
     "reconstruct_noiseless",
+    "scan_defaults",
     "select_backend",
     "simulate_scan",
     "simulate_volume_file",
+    "user_scan_geometry",
     "write_projections",
 ]

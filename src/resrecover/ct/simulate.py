@@ -347,15 +347,43 @@ def _read_phantom(path: str | Path, geometry: ConeBeamGeometry) -> np.ndarray:
     return volume
 
 
+@contextlib.contextmanager
+def job_gpu(backend: str, gpu: int | None = None):
+    """The CUDA device index an ASTRA job runs on, held for the job; ``None`` for RTK.
+
+    An explicit ``gpu`` is used as is. Otherwise the job claims a free GPU through
+    :func:`resrecover.methods.device.acquire_device` (one lock per GPU), so concurrent ASTRA jobs
+    land on different GPUs (Snakemake never sets ``CUDA_VISIBLE_DEVICES``). Where torch sees no
+    CUDA device the job falls back to device 0 with a warning.
+    """
+    if backend != "astra" or gpu is not None:
+        yield gpu
+        return
+    from ..methods.device import DeviceError, acquire_device
+
+    with contextlib.ExitStack() as stack:
+        try:
+            index = stack.enter_context(acquire_device("cuda")).index
+        except DeviceError as exc:
+            log.warning("%s; ASTRA runs on CUDA device 0 without a GPU lock", exc)
+            index = None
+        log.info("ASTRA on CUDA device %d", astra_backend.gpu_index(index))
+        yield index
+
+
 def project_phantom_file(
     phantom_path: str | Path,
     output_path: str | Path,
     config: dict,
     backend: str = "auto",
     threads: int | None = None,
+    gpu: int | None = None,
     **attrs: Any,
 ) -> ConeBeamGeometry:
-    """Clean line integrals of a phantom at ``scan.n_projections`` views, streamed to a projection file."""
+    """Clean line integrals of a phantom at ``scan.n_projections`` views, streamed to a projection file.
+
+    ``threads`` is RTK's thread count, ``gpu`` ASTRA's device (default: a free GPU, see :func:`job_gpu`).
+    """
     scan = config["scan"]
     geometry = ConeBeamGeometry.from_config(config, n_projections=scan["n_projections"])
     backend = select_backend(backend)
@@ -371,8 +399,12 @@ def project_phantom_file(
         geometry.volume_shape,
     )
     t0 = time.perf_counter()
-    with projection_writer(output_path, geometry, backend=backend, n_projections=geometry.n_angles, **attrs) as ds:
-        forward_project(volume, geometry, backend=backend, chunk=scan["projection_chunk"], threads=threads, out=ds)
+    with (
+        job_gpu(backend, gpu) as device,
+        projection_writer(output_path, geometry, backend=backend, n_projections=geometry.n_angles, **attrs) as ds,
+    ):
+        chunk = scan["projection_chunk"]
+        forward_project(volume, geometry, backend=backend, chunk=chunk, threads=threads, gpu=device, out=ds)
     log.info("forward projection done in %.1f s", time.perf_counter() - t0)
     return geometry
 
@@ -428,6 +460,7 @@ def fdk_file(
     hann_cutoff: float = 0.0,
     chunk: int | None = None,
     threads: int | None = None,
+    gpu: int | None = None,
     **attrs: Any,
 ) -> None:
     """FDK of a projection file onto its geometry's grid, written with :func:`resrecover.io.write_volume`.
@@ -436,9 +469,11 @@ def fdk_file(
     """
     backend = select_backend(backend)
     t0 = time.perf_counter()
-    with open_projections(projections_path) as (ds, geometry, proj_attrs):
+    with job_gpu(backend, gpu) as device, open_projections(projections_path) as (ds, geometry, proj_attrs):
         log.info("FDK: backend %s, %d views, chunk %s, Hann %g", backend, geometry.n_angles, chunk, hann_cutoff)
-        recon = fdk_reconstruct(ds, geometry, backend=backend, hann_cutoff=hann_cutoff, chunk=chunk, threads=threads)
+        recon = fdk_reconstruct(
+            ds, geometry, backend=backend, hann_cutoff=hann_cutoff, chunk=chunk, threads=threads, gpu=device
+        )
     log.info("FDK done in %.1f s", time.perf_counter() - t0)
     merged = {k: v for k, v in proj_attrs.items() if k not in provenance()}
     merged.update(backend=backend, n_projections=geometry.n_angles, hann_cutoff=float(hann_cutoff), **attrs)
@@ -451,9 +486,14 @@ def ground_truth_file(
     config: dict,
     backend: str = "auto",
     threads: int | None = None,
+    gpu: int | None = None,
     **attrs: Any,
 ) -> None:
-    """FDK of the noiseless, unblurred ``scan.n_projections_ground_truth``-view scan of a phantom."""
+    """FDK of the noiseless, unblurred ``scan.n_projections_ground_truth``-view scan of a phantom.
+
+    Each interleaved subset of ``scan.projection_chunk`` views is projected and reconstructed in
+    turn (:func:`reconstruct_noiseless`): the scan is never stored.
+    """
     scan = config["scan"]
     geometry = ConeBeamGeometry.from_config(config, n_projections=scan["n_projections_ground_truth"])
     backend = select_backend(backend)
@@ -469,14 +509,16 @@ def ground_truth_file(
         geometry.n_det_cols,
     )
     t0 = time.perf_counter()
-    recon = reconstruct_noiseless(
-        volume,
-        geometry,
-        backend=backend,
-        hann_cutoff=scan["hann_cutoff"],
-        chunk=scan["projection_chunk"],
-        threads=threads,
-    )
+    with job_gpu(backend, gpu) as device:
+        recon = reconstruct_noiseless(
+            volume,
+            geometry,
+            backend=backend,
+            hann_cutoff=scan["hann_cutoff"],
+            chunk=scan["projection_chunk"],
+            threads=threads,
+            gpu=device,
+        )
     log.info("ground truth done in %.1f s", time.perf_counter() - t0)
     write_volume(
         output_path,
@@ -504,9 +546,41 @@ def scan_defaults() -> dict[str, Any]:
     with open(SCHEMA_PATH) as fh:
         schema = yaml.safe_load(fh)
     props = schema["properties"]
-    defaults = {k: v["default"] for k, v in props["scan"]["properties"].items() if "default" in v}
-    defaults["_reference_width_um"] = float(props["voxel_size_um"]["default"]) * max(props["volume_shape"]["default"])
-    return defaults
+    return {k: v["default"] for k, v in props["scan"]["properties"].items() if "default" in v}
+
+
+def _schema_volume_width_um() -> float:
+    """Width (µm) of the paper preset's volume: the schema's voxel size × largest default extent."""
+    import yaml
+
+    from ..config import SCHEMA_PATH
+
+    with open(SCHEMA_PATH) as fh:
+        props = yaml.safe_load(fh)["properties"]
+    return float(props["voxel_size_um"]["default"]) * max(props["volume_shape"]["default"])
+
+
+def user_scan_geometry(
+    volume_shape: tuple[int, int, int],
+    voxel_size_um: float,
+    n_projections: int | None = None,
+    source_to_object_um: float | None = None,
+    source_to_detector_um: float | None = None,
+    detector_margin_px: int | None = None,
+) -> ConeBeamGeometry:
+    """The scan of a user's volume: the study's cone, scaled to the volume, detector covering it.
+
+    ``None`` takes the config schema's ``scan`` defaults; the source and detector distances
+    default to the paper preset's (SOD 2926 µm, SDD 11704 µm for a 512 µm wide volume) scaled by
+    the volume's largest extent, so the cone angle and the magnification stay the preset's.
+    """
+    defaults = scan_defaults()
+    scale = max(volume_shape) * float(voxel_size_um) / _schema_volume_width_um()
+    sod = source_to_object_um if source_to_object_um is not None else defaults["source_to_object_um"] * scale
+    sdd = source_to_detector_um if source_to_detector_um is not None else defaults["source_to_detector_um"] * scale
+    margin = defaults["detector_margin_px"] if detector_margin_px is None else detector_margin_px
+    n = int(n_projections or defaults["n_projections"])
+    return ConeBeamGeometry.covering(volume_shape, voxel_size_um, sod, sdd, n, margin_px=margin)
 
 
 def simulate_scan(
@@ -525,6 +599,7 @@ def simulate_scan(
     seed: int = 0,
     backend: str = "auto",
     threads: int | None = None,
+    gpu: int | None = None,
 ) -> np.ndarray:
     """Scan a volume with the study's cone beam, blur and noise, and reconstruct it with FDK.
 
@@ -538,10 +613,11 @@ def simulate_scan(
     n_projections, photons_per_pixel, attenuation_per_um, detector_margin_px, projection_chunk :
         ``None`` = the config schema's ``scan`` defaults (512 views, I0 5000, μ 0.017/µm, 8 px, 64).
         ``photons_per_pixel=inf`` gives a noiseless scan.
-    source_to_object_um, source_to_detector_um : ``None`` = the paper preset's cone (SOD 2926 µm,
-        SDD 11704 µm for a 512 µm wide volume) scaled with the volume's largest extent, so the cone
-        angle and the magnification stay the preset's.
+    source_to_object_um, source_to_detector_um : ``None`` = the paper preset's cone scaled to the
+        volume (:func:`user_scan_geometry`).
+    hann_cutoff : FDK Hann window (0 = plain ramp).
     seed : noise seed. The result is reproducible for a given (seed, n_projections, chunk).
+    backend, threads, gpu : CT backend ('auto', 'rtk', 'astra'), RTK threads, ASTRA device.
 
     Returns
     -------
@@ -554,24 +630,21 @@ def simulate_scan(
     volume = np.asarray(volume, dtype=np.float32)
     if volume.ndim != 3:
         raise ResrecoverError(f"volume: shape {volume.shape}; expected a 3D z-y-x volume")
-    scale = max(volume.shape) * float(voxel_size_um) / defaults["_reference_width_um"]
-    sod = source_to_object_um if source_to_object_um is not None else defaults["source_to_object_um"] * scale
-    sdd = source_to_detector_um if source_to_detector_um is not None else defaults["source_to_detector_um"] * scale
-    n = int(n_projections or defaults["n_projections"])
+    geometry = user_scan_geometry(
+        volume.shape, voxel_size_um, n_projections, source_to_object_um, source_to_detector_um, detector_margin_px
+    )
     photons = defaults["photons_per_pixel"] if photons_per_pixel is None else photons_per_pixel
     mu = defaults["attenuation_per_um"] if attenuation_per_um is None else attenuation_per_um
     chunk = int(projection_chunk or defaults["projection_chunk"])
-    margin = defaults["detector_margin_px"] if detector_margin_px is None else detector_margin_px
-    geometry = ConeBeamGeometry.covering(volume.shape, voxel_size_um, sod, sdd, n, margin_px=margin)
     backend = select_backend(backend)
     log.info(
         "simulate: backend %s, %d views of %d×%d px, SOD %.4g µm, SDD %.4g µm, σ %.3g µm, I0 %s, μ %g /µm",
         backend,
-        n,
+        geometry.n_angles,
         geometry.n_det_rows,
         geometry.n_det_cols,
-        sod,
-        sdd,
+        geometry.sod_um,
+        geometry.sdd_um,
         sigma_um,
         photons,
         mu,
@@ -579,9 +652,9 @@ def simulate_scan(
     rng = np.random.default_rng(seed)
 
     def subset_scan(j, k, sub):
-        proj = forward_project(volume, sub, backend=backend, threads=threads)
+        proj = forward_project(volume, sub, backend=backend, threads=threads, gpu=gpu)
         proj = degrade_projections(proj, sub, sigma_um, photons, mu, rng)
-        return _fdk_one(proj, sub, backend, hann_cutoff, threads, None)
+        return _fdk_one(proj, sub, backend, hann_cutoff, threads, gpu)
 
     t0 = time.perf_counter()
     result = _mean_over_subsets(geometry, chunk, subset_scan)
@@ -604,6 +677,7 @@ def simulate_volume_file(
     hann_cutoff: float = 0.0,
     projection_chunk: int | None = None,
     threads: int | None = None,
+    gpu: int | None = None,
 ) -> Path:
     """Simulate a degraded scan of a volume file and write its FDK (the CLI's ``resrecover simulate``).
 
@@ -611,30 +685,35 @@ def simulate_volume_file(
     attribute ``voxel_size_um``), a TIFF stack (one multi-page file or a folder of slices;
     ``voxel_size_um`` is required when the TIFF carries none), Zarr, .npy. See
     :func:`simulate_scan` for the scan parameters. Writes an HDF5 volume (:func:`write_volume`)
-    with the parameters as attributes; returns its path.
+    with the scan's parameters as attributes; returns its path.
     """
     from ..io.formats import open_volume
 
     with open_volume(input_path, voxel_size_um=voxel_size_um) as source:
         volume = source[...]
         vs = float(source.voxel_size_um)
-    chosen = select_backend(backend)
-    recon = simulate_scan(
-        volume,
-        vs,
-        sigma_um,
-        n_projections=n_projections,
-        photons_per_pixel=photons_per_pixel,
-        attenuation_per_um=attenuation_per_um,
-        source_to_object_um=source_to_object_um,
-        source_to_detector_um=source_to_detector_um,
-        hann_cutoff=hann_cutoff,
-        projection_chunk=projection_chunk,
-        seed=seed,
-        backend=chosen,
-        threads=threads,
-    )
     defaults = scan_defaults()
+    photons = float(defaults["photons_per_pixel"] if photons_per_pixel is None else photons_per_pixel)
+    mu = float(defaults["attenuation_per_um"] if attenuation_per_um is None else attenuation_per_um)
+    geometry = user_scan_geometry(volume.shape, vs, n_projections, source_to_object_um, source_to_detector_um)
+    chosen = select_backend(backend)
+    with job_gpu(chosen, gpu) as device:
+        recon = simulate_scan(
+            volume,
+            vs,
+            sigma_um,
+            n_projections=geometry.n_angles,
+            photons_per_pixel=photons,
+            attenuation_per_um=mu,
+            source_to_object_um=geometry.sod_um,
+            source_to_detector_um=geometry.sdd_um,
+            hann_cutoff=hann_cutoff,
+            projection_chunk=projection_chunk,
+            seed=seed,
+            backend=chosen,
+            threads=threads,
+            gpu=device,
+        )
     write_volume(
         output_path,
         recon,
@@ -643,9 +722,11 @@ def simulate_volume_file(
         sigma_um=float(sigma_um),
         seed=int(seed),
         backend=chosen,
-        n_projections=int(n_projections or defaults["n_projections"]),
-        photons_per_pixel=float(defaults["photons_per_pixel"] if photons_per_pixel is None else photons_per_pixel),
-        attenuation_per_um=float(defaults["attenuation_per_um"] if attenuation_per_um is None else attenuation_per_um),
+        n_projections=geometry.n_angles,
+        photons_per_pixel=photons,
+        attenuation_per_um=mu,
+        source_to_object_um=geometry.sod_um,
+        source_to_detector_um=geometry.sdd_um,
         hann_cutoff=float(hann_cutoff),
     )
     return Path(output_path)
