@@ -54,8 +54,14 @@ def _cmd_train(args) -> None:
     from .methods.train import train_model
 
     config = load_config(args.config)
-    lres, _ = read_volume(args.lres)
-    hres, _ = read_volume(args.hres)
+    lres, lres_attrs = read_volume(args.lres)
+    hres, hres_attrs = read_volume(args.hres)
+    lvs, hvs = lres_attrs.get("voxel_size_um"), hres_attrs.get("voxel_size_um")
+    if lvs is not None and hvs is not None and abs(float(lvs) - float(hvs)) > 1e-6 * float(hvs):
+        raise ResrecoverError(
+            f"{args.lres}: voxel size {float(lvs):g} µm differs from {args.hres} ({float(hvs):g} µm); "
+            "resample the low-res volume onto the high-res grid first (resrecover register --low-on-high)"
+        )
     if lres.shape != hres.shape:
         raise ResrecoverError(
             f"{args.lres}: shape {lres.shape} differs from {args.hres} {hres.shape}; register the pair first"

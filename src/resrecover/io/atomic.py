@@ -19,6 +19,15 @@ class DiskSpaceError(ResrecoverError):
     """Not enough free disk for an output."""
 
 
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 kB' (decimal units, as df -H prints)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
 def check_free_disk(path: str | Path, nbytes: int, margin: float = 1.05) -> None:
     """Stop early when ``nbytes`` (times ``margin``) will not fit on the file system of ``path``."""
     folder = Path(path).resolve().parent
@@ -28,7 +37,7 @@ def check_free_disk(path: str | Path, nbytes: int, margin: float = 1.05) -> None
     need = int(nbytes * margin)
     if need > free:
         raise DiskSpaceError(
-            f"{path}: needs {need / 1e9:.2f} GB but only {free / 1e9:.2f} GB are free on {folder}"
+            f"{path}: needs {format_bytes(need)} but only {format_bytes(free)} are free on {folder}"
         )
 
 

@@ -94,8 +94,9 @@ def _open(path: str | Path, dataset: str) -> tuple[h5py.File, h5py.Dataset]:
         raise InputError(f"{path}: no dataset '{dataset}' (datasets present: {names})")
     ds = fh[dataset]
     if ds.ndim != 3:
+        shape = ds.shape
         fh.close()
-        raise InputError(f"{path}: dataset '{dataset}' has shape {ds.shape}; expected a 3D z-y-x volume")
+        raise InputError(f"{path}: dataset '{dataset}' has shape {shape}; expected a 3D z-y-x volume")
     return fh, ds
 
 

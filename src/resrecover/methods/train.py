@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from .. import ResrecoverError, __version__
+from ..config import config_hash
 from ..io import atomic_output, read_volume
 from .modelio import (
     build_network,
@@ -696,6 +697,7 @@ def train_model(
                              "2**depth" if method == "deepnet" else "(B, 1, D, H, W)"),
             "training": block,
             "seed": int(seed),
+            "config_hash": config_hash(config),
             "iterations": iterations,
             "selected_iteration": selected,
             "best_val_loss": state["best_val_loss"],
@@ -719,3 +721,36 @@ def train_model(
             checkpoint_dir.rmdir()
         log.info("%s: trained %s (%d iterations, weights of iteration %s)", out_weights, method, iterations, selected)
         return summary
+
+
+def train_from_files(
+    method: str,
+    lres_path: str | Path,
+    hres_path: str | Path,
+    config: dict,
+    out_weights: str | Path,
+    out_settings: str | Path,
+    out_log: str | Path,
+    checkpoint_dir: str | Path,
+    seed: int,
+    threads: int = 1,
+    prefer_device: str = "auto",
+) -> dict:
+    """The ``train`` rule: train on two HDF5 volumes with the loss restricted to the config's FOV.
+
+    The reconstructable FOV comes from the cone-beam geometry (:func:`resrecover.masks.fov_mask`);
+    torch uses ``compute.torch_threads`` threads, or ``threads`` (Snakemake's) when that is 0; the
+    device is a free GPU when there is one (:func:`resrecover.methods.device.acquire_device`).
+    """
+    from ..io import volume_info
+    from ..masks import fov_mask
+    from .device import acquire_device
+
+    shape = volume_info(lres_path)["shape"]
+    mask = fov_mask(config, shape)
+    torch_threads = int(config.get("compute", {}).get("torch_threads", 0)) or int(threads)
+    with acquire_device(prefer_device) as device:
+        return train_model(
+            method, lres_path, hres_path, config, out_weights, out_settings, out_log, checkpoint_dir,
+            seed, device, mask=mask, threads=torch_threads,
+        )
