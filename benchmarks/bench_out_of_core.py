@@ -15,7 +15,7 @@ the memory behaviour is the tiling's and the I/O's) and use the quick preset's i
 (128² tiles, 16 px overlap, batches of 8). The volume is ``2 × budget`` of float32 slices of
 1024×1024.
 
-Peak memory is each subprocess's ``ru_maxrss``. The budget governs the tiling buffers, not the
+Peak memory is each subprocess's own ``VmHWM``. The budget governs the tiling buffers, not the
 interpreter, torch and the model, which every run pays whatever the volume size: the row reports
 the process's peak RSS and its growth over the RSS measured after the imports (the "baseline");
 the target is judged on the growth, and the total is reported next to it.
@@ -182,8 +182,8 @@ def run(workdir: Path, options: dict | None = None) -> dict:
     o = _opts(options)
     workdir = Path(workdir)
     prepare(workdir, o)
-    ours = harness.run_side(__file__, "ours", workdir, o)
-    peer = harness.run_side(__file__, "peer", workdir, o)
+    sides = harness.run_pair(__file__, workdir, o, rounds=1)  # memory is the target: one run each
+    ours, peer = sides["ours"], sides["peer"]
     shape = _shape(o)
     volume_mb = math.prod(shape) * 4 / 2**20
     budget_mb = o["budget_gb"] * 1e9 / 2**20

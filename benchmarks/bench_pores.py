@@ -27,7 +27,7 @@ import harness  # noqa: E402
 
 NAME = "pores"
 TITLE = "Pore table"
-DEFAULTS = {"n": 256, "voxel_size_um": 2.0, "repeats": 3, "ours_max_seconds": 90.0, "peer_max_seconds": 120.0}
+DEFAULTS = {"n": 256, "voxel_size_um": 2.0, "repeats": 3, "budget_s": 150.0}
 
 #: tiny sizes for `run_all.py --smoke` (checks that the script works, measures nothing)
 SMOKE = {"n": 64, "voxel_size_um": 8.0}
@@ -68,7 +68,6 @@ def side_ours(workdir: Path, options: dict) -> dict:
         lambda: pore_table(labels, vs),
         repeats=o["repeats"],
         warmup=lambda: pore_table(small, vs),
-        max_seconds=o["ours_max_seconds"],
     )
     table = timing["result"]
     out = Path(workdir) / "pores_out_ours.csv"
@@ -109,7 +108,6 @@ def side_peer(workdir: Path, options: dict) -> dict:
         lambda: _porespy_table(labels),
         repeats=o["repeats"],
         warmup=lambda: _porespy_table(small),
-        max_seconds=o["peer_max_seconds"],
     )
     table = timing["result"]
     table.to_csv(Path(workdir) / "pores_out_peer.csv", index=False)
@@ -151,8 +149,8 @@ def run(workdir: Path, options: dict | None = None) -> dict:
     o = _opts(options)
     workdir = Path(workdir)
     prepare(workdir, o)
-    ours = harness.run_side(__file__, "ours", workdir, o)
-    peer = harness.run_side(__file__, "peer", workdir, o)
+    sides = harness.run_pair(__file__, workdir, o, rounds=o["repeats"], budget_s=o["budget_s"])
+    ours, peer = sides["ours"], sides["peer"]
     row = {
         "name": NAME,
         "title": TITLE,

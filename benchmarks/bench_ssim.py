@@ -20,7 +20,7 @@ import harness  # noqa: E402
 
 NAME = "ssim"
 TITLE = "3D SSIM"
-DEFAULTS = {"n": 256, "window_px": 7, "repeats": 3, "max_seconds": 120.0}
+DEFAULTS = {"n": 256, "window_px": 7, "repeats": 3, "budget_s": 120.0}
 
 #: tiny sizes for `run_all.py --smoke` (checks that the script works, measures nothing)
 SMOKE = {"n": 48}
@@ -63,7 +63,6 @@ def side_ours(workdir: Path, options: dict) -> dict:
         lambda: ssim_3d(a, b, data_range=1.0, window_px=o["window_px"]),
         repeats=o["repeats"],
         warmup=lambda: ssim_3d(a[:32], b[:32], data_range=1.0, window_px=o["window_px"]),
-        max_seconds=o["max_seconds"],
     )
     timing["value"] = float(timing["result"])
     timing["baseline_rss_mb"] = round(baseline, 1)
@@ -80,8 +79,7 @@ def side_peer(workdir: Path, options: dict) -> dict:
     def call(x=a, y=b):
         return structural_similarity(x, y, data_range=1.0, win_size=o["window_px"])
 
-    timing = harness.measure(call, repeats=o["repeats"], warmup=lambda: call(a[:32], b[:32]),
-                             max_seconds=o["max_seconds"])
+    timing = harness.measure(call, repeats=o["repeats"], warmup=lambda: call(a[:32], b[:32]))
     timing["value"] = float(timing["result"])
     timing["baseline_rss_mb"] = round(baseline, 1)
     return timing
@@ -94,8 +92,8 @@ def run(workdir: Path, options: dict | None = None) -> dict:
     o = _opts(options)
     workdir = Path(workdir)
     prepare(workdir, o)
-    ours = harness.run_side(__file__, "ours", workdir, o)
-    peer = harness.run_side(__file__, "peer", workdir, o)
+    sides = harness.run_pair(__file__, workdir, o, rounds=o["repeats"], budget_s=o["budget_s"])
+    ours, peer = sides["ours"], sides["peer"]
     row = {
         "name": NAME,
         "title": TITLE,

@@ -41,8 +41,7 @@ DEFAULTS = {
     "batch_size": 8,
     "deepnet": {"base_channels": 4, "depth": 2, "extra_convs": 1, "batch_norm": True},
     "repeats": 3,
-    "identity_max_seconds": 60.0,
-    "deepnet_max_seconds": 60.0,
+    "budget_s": 240.0,
 }
 
 #: tiny sizes for `run_all.py --smoke` (checks that the script works, measures nothing)
@@ -115,8 +114,7 @@ def side_ours(workdir: Path, options: dict) -> dict:
                 progress=False,
             )
 
-        timing = harness.measure(call, repeats=o["repeats"], warmup=lambda call=call: call(volume[:8]),
-                                 max_seconds=o[f"{kind}_max_seconds"])
+        timing = harness.measure(call, repeats=o["repeats"], warmup=lambda call=call: call(volume[:8]))
         run = timing.pop("result")
         timing["n_windows"] = int(run.n_tiles)
         timing["tiling_buffers_mb"] = round(run.memory_bytes / 2**20, 1)
@@ -158,8 +156,7 @@ def side_peer(workdir: Path, options: dict) -> dict:
                 )
             return y[0, 0].numpy()
 
-        timing = harness.measure(call, repeats=o["repeats"], warmup=lambda call=call: call(volume[:8]),
-                                 max_seconds=o[f"{kind}_max_seconds"])
+        timing = harness.measure(call, repeats=o["repeats"], warmup=lambda call=call: call(volume[:8]))
         result = timing.pop("result")
         timing["rss_after_mb"] = round(harness.peak_rss_mb(), 1)
         timing["n_windows"] = counter["windows"]
@@ -178,8 +175,8 @@ def run(workdir: Path, options: dict | None = None) -> dict:
     o = _opts(options)
     workdir = Path(workdir)
     prepare(workdir, o)
-    ours = harness.run_side(__file__, "ours", workdir, o)
-    peer = harness.run_side(__file__, "peer", workdir, o)
+    sides = harness.run_pair(__file__, workdir, o, rounds=o["repeats"], budget_s=o["budget_s"])
+    ours, peer = sides["ours"], sides["peer"]
     shape = "×".join(map(str, o["shape"]))
     arch = o["deepnet"]
     row = {

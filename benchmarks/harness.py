@@ -5,16 +5,19 @@ Every comparison (``bench_*.py``) is written the same way:
 * ``prepare(workdir, options)`` builds the inputs once (cached under ``workdir``) in the parent;
 * ``SIDES = {"ours": fn, "peer": fn}``: each side runs in a **fresh Python subprocess**
   (``python bench_x.py --worker SIDE ...``), loads the prepared inputs, does one warm-up call and
-  then the timed calls (:func:`measure`), saves its output for the equality check and reports its
-  own peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``: the high-water mark of that process only, so
-  the two sides never see each other's memory);
-* ``run(workdir, options) -> dict`` drives both sides with :func:`run_side`, compares the outputs
+  then its timed call(s) (:func:`measure`), saves its output for the equality check and reports
+  its own peak RSS (``VmHWM``, the high-water mark of that process's own address space, so the
+  two sides never see each other's memory nor the parent's; see :func:`peak_rss_mb`);
+* ``run(workdir, options) -> dict`` drives the sides with :func:`run_pair`, compares the outputs
   and returns one result row that :mod:`run_all` renders into ``RESULTS.md``.
 
-Timing: the median of up to ``repeats`` (default 3) runs after a warm-up. A side whose runs are
-slow stops repeating once it has spent ``max_seconds`` (it always makes at least one run): on a
-2-core machine the slow peers (scikit-image's Richardson-Lucy) would otherwise not fit the
-20-minute budget of ``run_all.py``. The number of runs behind every median is reported.
+Timing: :func:`run_pair` alternates the sides, ours then the peer, one timed call per fresh process
+(after that process's warm-up), for up to 3 rounds; the time of a side is the median over its
+rounds. Alternating keeps a change in the machine's load from landing on one side only (on a
+shared 2-core machine the load changes by the minute). Rounds stop once the row's time budget is
+spent (at least one round is always made), so that the slow peers (scikit-image's
+Richardson-Lucy) fit the 20-minute budget of ``run_all.py``; the number of runs behind every
+median is reported.
 """
 
 from __future__ import annotations
@@ -101,7 +104,19 @@ def machine_info() -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------- memory
 def peak_rss_mb() -> float:
-    """High-water mark of this process's resident set (MB; Linux reports ru_maxrss in kB)."""
+    """High-water mark of this process's resident set (MB).
+
+    Read from ``VmHWM`` in /proc/self/status, which belongs to the process's own address space.
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used for this: Linux carries the parent's
+    high-water mark over a (v)fork + exec into the child's ``ru_maxrss``, so a worker started by a
+    parent holding 1 GB would report at least 1 GB. ``ru_maxrss`` is the fallback elsewhere.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -263,6 +278,63 @@ def run_side(
     out = json.loads(result_file.read_text())
     out["subprocess_wall_s"] = round(wall, 2)
     return out
+
+
+def _merge_runs(results: list[dict]) -> dict:
+    """One side's result over several processes: times concatenated, peak RSS the largest."""
+    merged = dict(results[-1])
+    times = [t for r in results for t in r.get("times_s", [])]
+    if times:
+        merged["times_s"] = times
+        merged["median_s"] = statistics.median(times)
+        merged["n_runs"] = len(times)
+    merged["warmup_s"] = [r.get("warmup_s") for r in results]
+    for key in ("peak_rss_mb", "rss_after_mb"):
+        values = [r[key] for r in results if key in r]
+        if values:
+            merged[key] = max(values)
+    if "modes" in merged:
+        merged["modes"] = {
+            mode: _merge_runs([r["modes"][mode] for r in results if mode in r.get("modes", {})])
+            for mode in merged["modes"]
+        }
+    merged["n_processes"] = len(results)
+    return merged
+
+
+def run_pair(
+    script: str | Path,
+    workdir: Path,
+    options: dict,
+    sides: tuple[str, ...] = ("ours", "peer"),
+    rounds: int = 3,
+    budget_s: float | None = None,
+    timeout_s: float = 1800,
+) -> dict[str, dict]:
+    """Run the sides **alternately**, one timed run per fresh process, for up to ``rounds`` rounds.
+
+    Round k runs ours then the peer, each in a new interpreter (warm-up, then one timed call), so a
+    change of the machine's load between rounds hits both sides alike instead of biasing the
+    ratio. Rounds stop once ``budget_s`` seconds have passed (at least one round is made). Returns
+    each side's merged result (times of all rounds, the largest peak RSS) or its ``error``.
+    """
+    per_side: dict[str, list[dict]] = {side: [] for side in sides}
+    errors: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    for _ in range(max(1, int(rounds))):
+        for side in sides:
+            if side in errors:
+                continue
+            result = run_side(script, side, workdir, {**options, "repeats": 1}, timeout_s=timeout_s)
+            if "error" in result:
+                errors[side] = result
+            else:
+                per_side[side].append(result)
+        if budget_s is not None and time.perf_counter() - t0 >= budget_s:
+            break
+        if len(errors) == len(sides):
+            break
+    return {side: errors.get(side) or _merge_runs(per_side[side]) for side in sides}
 
 
 # ------------------------------------------------------------------------------ result rows

@@ -35,6 +35,11 @@ def _fmt_ratio(value) -> str:
     return "–" if value is None else f"{value:.2f}×"
 
 
+def _cell(value) -> str:
+    """Text for a markdown table cell (pipes escaped, no line breaks)."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
 def _met(row: dict) -> str:
     met = row.get("met")
     return {True: "**yes**", False: "**no**", None: "n/a"}.get(met, str(met))
@@ -63,7 +68,7 @@ def render_row(row: dict) -> str:
         table.insert(-2, (key, value))
     lines += ["| field | value |", "|---|---|"]
     for key, value in table:
-        lines.append(f"| {key} | {str(value).replace('|', '/')} |")
+        lines.append(f"| {key} | {_cell(value)} |")
     for note in row.get("notes", []):
         lines.append("")
         lines.append(note if "\n" in note else f"- {note}")  # a note holding a table stays a paragraph
@@ -90,7 +95,7 @@ def summary_table(rows: dict[str, dict]) -> str:
         check = row.get("check_short", row.get("check", "–"))
         lines.append(
             f"| {row.get('title', name)} | {ours} | {peer} | {_fmt_ratio(row.get('ratio'))} | "
-            f"{str(check).replace('|', '/')} | {row.get('target', '–')} | {_met(row)} |"
+            f"{_cell(check)} | {row.get('target', '–')} | {_met(row)} |"
         )
     return "\n".join(lines)
 
@@ -115,8 +120,9 @@ def render(rows: dict[str, dict], machine: dict, started: str, total_s: float | 
         "",
         "## Noise",
         "",
-        "Each side runs in a fresh subprocess: one warm-up call, then the median of up to 3 timed calls "
-        "(fewer when a side's calls exceed its time budget; the count is given with every time). "
+        "The two sides of a row run alternately (ours, peer, ours, peer, ...), each timed call in a fresh "
+        "subprocess after a warm-up call; a time is the median over up to 3 rounds (fewer when a row's rounds "
+        "exceed its time budget; the count is given with every time). "
         "Ratios compare the two sides of one row, measured back to back on the same machine in the "
         "same run; absolute times are not comparable across machines or runs. "
         + (
@@ -126,7 +132,7 @@ def render(rows: dict[str, dict], machine: dict, started: str, total_s: float | 
             if load and cores and load[0] > 0.5 * cores
             else "The machine was quiet at the start of the run."
         ),
-        "Peak memory is each subprocess's own high-water mark (`ru_maxrss`), inputs and interpreter "
+        "Peak memory is each subprocess's own high-water mark (`VmHWM`), inputs and interpreter "
         "included; 'after loading inputs' is its resident set just before the warm-up.",
         "",
         "## Summary",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -300,7 +301,7 @@ def test_evaluate_volume_end_to_end(tmp_path):
     )
     from resrecover.io import write_volume
 
-    config = load_config("tests/config/test.yaml")
+    config = load_config(Path(__file__).parent / "config" / "test.yaml")
     shape = tuple(config["volume_shape"])
     vox = config["voxel_size_um"]
     cyl_vox = config["phantom"]["cylinder_radius_um"] / vox
@@ -313,29 +314,62 @@ def test_evaluate_volume_end_to_end(tmp_path):
     out = {k: tmp_path / f"{k}.csv" for k in ("pores", "metrics", "gaussian_fit", "fsc", "summary")}
 
     gt_summary = segment_ground_truth(
-        tmp_path / "gt.h5", tmp_path / "gt_pores.csv", tmp_path / "gt_labels.h5", tmp_path / "gt_summary.csv",
-        config, "alternate",
+        tmp_path / "gt.h5",
+        tmp_path / "gt_pores.csv",
+        tmp_path / "gt_labels.h5",
+        tmp_path / "gt_summary.csv",
+        config,
+        "alternate",
     )
     assert gt_summary["n_pores"] == len(spheres)
     result = evaluate_volume(
-        tmp_path / "rec.h5", tmp_path / "gt.h5", tmp_path / "gt_labels.h5", tmp_path / "gt_pores.csv",
-        config, "deepnet", "alternate", 3.0, False,
-        out["pores"], tmp_path / "labels.h5", out["metrics"], out["gaussian_fit"], out["fsc"], out["summary"],
+        tmp_path / "rec.h5",
+        tmp_path / "gt.h5",
+        tmp_path / "gt_labels.h5",
+        tmp_path / "gt_pores.csv",
+        config,
+        "deepnet",
+        "alternate",
+        3.0,
+        False,
+        out["pores"],
+        tmp_path / "labels.h5",
+        out["metrics"],
+        out["gaussian_fit"],
+        out["fsc"],
+        out["summary"],
     )
     assert (result["n_matched"], result["n_missed"], result["n_spurious"]) == (8, 1, 1)
     labels, _ = read_labels(tmp_path / "labels.h5")
     assert labels.dtype == np.int32 and labels.max() == 9
     pores = pd.read_csv(out["pores"])
     assert (pores["matched_gt_label"] == 0).sum() == 1
-    assert pores[["method", "realization", "sigma_um"]].drop_duplicates().values.tolist() == [["deepnet", "alternate", 3.0]]
+    assert pores[["method", "realization", "sigma_um"]].drop_duplicates().values.tolist() == [
+        ["deepnet", "alternate", 3.0]
+    ]
     assert list(pd.read_csv(out["metrics"]).columns) == ["method", "realization", "sigma_um", "mse", "psnr", "ssim"]
-    assert list(pd.read_csv(out["gaussian_fit"]).columns) == ["method", "realization", "sigma_um", "blur_sigma_um", "mse"]
+    assert list(pd.read_csv(out["gaussian_fit"]).columns) == [
+        "method",
+        "realization",
+        "sigma_um",
+        "blur_sigma_um",
+        "mse",
+    ]
     assert list(pd.read_csv(out["fsc"]).columns) == ["method", "realization", "sigma_um", "frequency", "fsc"]
 
     tables = {k: tmp_path / f"table_{k}.csv" for k in ("summary", "hist", "best", "fsc")}
     collect_pore_tables(
-        [out["summary"]], [tmp_path / "gt_summary.csv"], [out["pores"]], [tmp_path / "gt_pores.csv"],
-        out["gaussian_fit"], out["fsc"], tables["summary"], tables["hist"], tables["best"], tables["fsc"], bin_um=5.0,
+        [out["summary"]],
+        [tmp_path / "gt_summary.csv"],
+        [out["pores"]],
+        [tmp_path / "gt_pores.csv"],
+        out["gaussian_fit"],
+        out["fsc"],
+        tables["summary"],
+        tables["hist"],
+        tables["best"],
+        tables["fsc"],
+        bin_um=5.0,
     )
     summary = pd.read_csv(tables["summary"])
     assert list(summary.columns) == PORES_SUMMARY_COLUMNS

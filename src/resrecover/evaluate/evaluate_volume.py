@@ -320,15 +320,15 @@ def collect_pore_tables(
     """
     from .resolution import best_gaussian_fit, fsc_resolution
 
-    gt_rows = _read_csvs(ground_truth_summary_paths, "ground-truth pore summary")
-    rows = _read_csvs(summary_paths, "pore summary")
-    for df, what in ((gt_rows, "ground-truth pore summaries"), (rows, "pore summaries")):
-        if len(df):
-            _require(df, PORES_SUMMARY_COLUMNS, what)
-    parts = [df[PORES_SUMMARY_COLUMNS] for df in (gt_rows, rows) if len(df)]
+    parts = []
+    for paths, what in ((ground_truth_summary_paths, "ground-truth pore summary"), (summary_paths, "pore summary")):
+        rows = _read_csvs(paths, what)
+        if len(rows):
+            _require(rows, PORES_SUMMARY_COLUMNS, f"{what} tables")
+            parts.append(_sorted(rows[PORES_SUMMARY_COLUMNS]))  # ground truth first, then the volumes
     if not parts:
         raise EvaluationError("no pore summaries to collect; expected at least one per-volume pores_summary.csv")
-    summary = pd.concat([_sorted(parts[0])] + ([_sorted(parts[1])] if len(parts) > 1 else []), ignore_index=True)
+    summary = pd.concat(parts, ignore_index=True)
     atomic_write_csv(summary, pores_summary_out)
 
     pores = pd.concat(
@@ -340,14 +340,13 @@ def collect_pore_tables(
     )
     _require(pores, [*KEY_COLUMNS, "diameter_um"], "pore tables")
     max_um = float(pores["diameter_um"].max()) if len(pores) else 0.0
+    diameters = pores.groupby(_volume_key(pores))["diameter_um"]
     hist_parts = []
-    # one histogram per volume listed in the summary, so a volume with no pore still gets its zeros
-    by_volume = {key: grp for key, grp in _groups(pores)}
-    for key in summary[KEY_COLUMNS].itertuples(index=False, name=None):
-        match = [k for k in by_volume if _same_key(k, key)]
-        diameters = by_volume[match[0]]["diameter_um"] if match else []
-        hist = size_histogram(diameters, bin_um=bin_um, max_um=max_um)
-        hist_parts.append(_keyed(hist, key[0], key[1], key[2]))
+    # one histogram per volume of the summary, so a volume without any pore still gets its zeros
+    for key, row in zip(_volume_key(summary), summary.itertuples(index=False)):
+        d = diameters.get_group(key) if key in diameters.groups else []
+        hist = size_histogram(d, bin_um=bin_um, max_um=max_um)
+        hist_parts.append(_keyed(hist, row.method, row.realization, row.sigma_um))
     atomic_write_csv(pd.concat(hist_parts, ignore_index=True), histogram_out)
 
     curves = _read_csvs([gaussian_fit_path], "Gaussian-fit table")
@@ -373,9 +372,7 @@ def collect_pore_tables(
     atomic_write_csv(_sorted(res_df), fsc_resolution_out)
 
 
-def _same_key(a: tuple, b: tuple) -> bool:
-    """Equal (method, realization, sigma_um) keys, NaN sigma equal to NaN (the ground truth)."""
-    if a[0] != b[0] or str(a[1]) != str(b[1]):
-        return False
-    sa, sb = float(a[2]), float(b[2])
-    return (np.isnan(sa) and np.isnan(sb)) or sa == sb
+def _volume_key(df: pd.DataFrame) -> pd.Series:
+    """One string per row naming its volume, "method/realization/sigma" (NaN sigma: the ground truth)."""
+    sigma = df["sigma_um"].map(lambda v: "" if pd.isna(v) else f"{float(v):g}")
+    return df["method"].astype(str) + "/" + df["realization"].astype(str) + "/" + sigma

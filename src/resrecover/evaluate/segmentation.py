@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage as ndi
 
 from .. import ResrecoverError
@@ -217,7 +218,9 @@ def _basin_saddles(labels: np.ndarray, height: np.ndarray) -> tuple[np.ndarray, 
     return keys // n, keys % n, saddles
 
 
-def merge_shallow_basins(labels: np.ndarray, height: np.ndarray, h: float) -> np.ndarray:
+def merge_shallow_basins(
+    labels: np.ndarray, height: np.ndarray, h: float, peaks: np.ndarray | None = None
+) -> np.ndarray:
     """Merge watershed basins separated by a saddle less than ``h`` below the lower basin's peak.
 
     Pairs of adjacent basins are visited from the highest saddle down (a maximum spanning tree of
@@ -231,6 +234,8 @@ def merge_shallow_basins(labels: np.ndarray, height: np.ndarray, h: float) -> np
     labels : (nz, ny, nx) int basins of a watershed of ``-height``, 0 = outside.
     height : (nz, ny, nx) float, e.g. the distance transform.
     h : float, in the units of ``height``.
+    peaks : optional (labels.max() + 1,) highest ``height`` of each basin (the value at its seed);
+        computed when not given.
 
     Returns
     -------
@@ -239,12 +244,18 @@ def merge_shallow_basins(labels: np.ndarray, height: np.ndarray, h: float) -> np
     n = int(labels.max())
     if n < 2:
         return labels.astype(np.int32, copy=False)
-    peak = np.zeros(n + 1, dtype=np.float64)
-    present = np.unique(labels)
-    present = present[present > 0]
-    peak[present] = ndi.maximum(height, labels=labels, index=present)
+    if peaks is None:
+        inside = labels > 0
+        peaks = np.zeros(n + 1)
+        per_basin = pd.Series(height[inside]).groupby(labels[inside]).max()
+        peaks[per_basin.index.to_numpy()] = per_basin.to_numpy()
+        del inside
     a, b, saddle = _basin_saddles(labels, height)
-    parent = np.arange(n + 1)
+    order = np.argsort(-saddle, kind="stable")
+    # plain Python lists: this loop touches single elements, where numpy scalars are slow
+    a, b, saddle = a[order].tolist(), b[order].tolist(), saddle[order].tolist()
+    peak = np.asarray(peaks, dtype=np.float64).tolist()
+    parent = list(range(n + 1))
 
     def find(i: int) -> int:
         root = i
@@ -254,16 +265,43 @@ def merge_shallow_basins(labels: np.ndarray, height: np.ndarray, h: float) -> np
             parent[i], i = root, parent[i]
         return root
 
-    for k in np.argsort(-saddle, kind="stable"):
-        ra, rb = find(int(a[k])), find(int(b[k]))
+    for ai, bi, s in zip(a, b, saddle):
+        ra, rb = find(ai), find(bi)
         if ra == rb:
             continue
-        if saddle[k] >= min(peak[ra], peak[rb]) - h:
+        if s >= min(peak[ra], peak[rb]) - h:
             if peak[ra] < peak[rb]:
                 ra, rb = rb, ra
             parent[rb] = ra
     roots = np.array([find(i) for i in range(n + 1)], dtype=np.int32)
     return roots[labels]
+
+
+def distance_to_background(pores: np.ndarray, voxel_size_um: float, slab: int = 32) -> np.ndarray:
+    """Euclidean distance (µm, float32) of every pore voxel to the nearest non-pore voxel.
+
+    ``scipy.ndimage.distance_transform_edt`` returns float64 built from float64 copies of its
+    feature transform (~48 bytes per voxel: 6.5 GB at 512³). Here only the int32 feature transform
+    is kept (12 bytes per voxel) and the distances are computed from it slab by slab.
+    """
+    pores = np.asarray(pores, dtype=bool)
+    distance = np.zeros(pores.shape, dtype=np.float32)
+    if pores.all():
+        raise SegmentationError("the whole volume is pore; there is no material to measure distances from")
+    features = ndi.distance_transform_edt(pores, return_distances=False, return_indices=True)
+    ny, nx = pores.shape[1:]
+    y = np.arange(ny, dtype=np.int32)[:, None]
+    x = np.arange(nx, dtype=np.int32)[None, :]
+    for z0 in range(0, pores.shape[0], slab):
+        z1 = min(z0 + slab, pores.shape[0])
+        z = np.arange(z0, z1, dtype=np.int32)[:, None, None]
+        dz = (features[0, z0:z1] - z).astype(np.float32)
+        dy = (features[1, z0:z1] - y).astype(np.float32)
+        dx = (features[2, z0:z1] - x).astype(np.float32)
+        distance[z0:z1] = np.sqrt(dz * dz + dy * dy + dx * dx)
+    del features
+    distance *= np.float32(voxel_size_um)
+    return distance
 
 
 def split_touching_pores(pores: np.ndarray, voxel_size_um: float, marker_h_um: float) -> np.ndarray:
@@ -292,13 +330,17 @@ def split_touching_pores(pores: np.ndarray, voxel_size_um: float, marker_h_um: f
     pores = np.asarray(pores, dtype=bool)
     if not pores.any():
         return np.zeros(pores.shape, dtype=np.int32)
-    distance = ndi.distance_transform_edt(pores, sampling=voxel_size_um).astype(np.float32)
-    peaks = local_maxima(distance, allow_borders=True) & pores
-    markers, _ = ndi.label(peaks, structure=np.ones((3, 3, 3), dtype=bool))
-    del peaks
-    labels = watershed(-distance, markers.astype(np.int32, copy=False), mask=pores)
+    distance = distance_to_background(pores, voxel_size_um)
+    seeds = local_maxima(distance, allow_borders=True) & pores
+    markers, n_markers = ndi.label(seeds, structure=np.ones((3, 3, 3), dtype=bool))
+    markers = markers.astype(np.int32, copy=False)
+    # a regional maximum is the top of the basin it seeds: the basins' peaks are the seeds' heights
+    peaks = np.zeros(n_markers + 1)
+    peaks[markers[seeds]] = distance[seeds]
+    del seeds
+    labels = watershed(-distance, markers, mask=pores)
     del markers
-    labels = merge_shallow_basins(labels, distance, marker_h_um)
+    labels = merge_shallow_basins(labels, distance, marker_h_um, peaks)
     del distance
     # every pore component holds a regional maximum, so none should be left; stay safe anyway
     orphans = pores & (labels == 0)

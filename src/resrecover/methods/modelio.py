@@ -130,9 +130,10 @@ def sha256_file(path: str | Path) -> str:
 def check_safetensors_file(path: str | Path) -> None:
     """Raise :class:`ModelFileError` unless ``path`` looks like a safetensors file.
 
-    Pickle streams (``pickle.dumps``, legacy ``torch.save``) and zip archives (``torch.save``'s
-    default format, which holds a pickle) are recognised by their first bytes and refused without
-    being read further.
+    A file is accepted when it starts with an 8-byte header length followed by a JSON header of
+    that length. Anything else is refused without being read further; pickle streams
+    (``pickle.dumps``, legacy ``torch.save``) and zip archives (``torch.save``'s default format,
+    which holds a pickle) are named as "pickle payload refused".
     """
     path = Path(path)
     if not path.is_file():
@@ -219,7 +220,9 @@ def save_model(model: nn.Module, settings: dict, weights_path: str | Path, setti
         if key not in settings:
             raise ResrecoverError(f"{settings_path}: settings lack the key {key!r}")
     state = _unwrap(model).state_dict()
-    digest = save_tensors(state, weights_path, metadata={"format": SETTINGS_FORMAT, "method": settings["method"]})
+    # one metadata entry only: safetensors orders several entries differently from run to run,
+    # and identical weights must give identical files (and hashes)
+    digest = save_tensors(state, weights_path, metadata={"format": f"{SETTINGS_FORMAT} {settings['method']}"})
     written = dict(settings)
     written.update(
         {
@@ -268,7 +271,7 @@ def load_model(weights_path: str | Path, settings_path: str | Path, device: str 
 
 
 def check_tensors_match(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Raise :class:`ModelFileError` naming ``path`` unless ``found`` has exactly the names and shapes of ``expected``."""
+    """Raise :class:`ModelFileError` naming ``path`` unless ``found`` has the names and shapes of ``expected``."""
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
     if missing or extra:

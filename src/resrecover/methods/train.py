@@ -403,8 +403,12 @@ def _list_checkpoints(checkpoint_dir: Path) -> list[int]:
 
 
 def _remove_checkpoints(checkpoint_dir: Path, keep: int | None = None) -> None:
+    """Delete every checkpoint but ``keep``, and temporary files left by killed writers."""
     if not checkpoint_dir.is_dir():
         return
+    for path in list(checkpoint_dir.glob(".checkpoint-*.part*")):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
     for path in list(checkpoint_dir.glob("checkpoint-*")):
         try:
             iteration = int(path.name.split("-")[1].split(".")[0])
@@ -557,7 +561,9 @@ def train_model(
     x_raw, lres_path = _as_volume(lres, "lres")
     y_raw, hres_path = _as_volume(hres, "hres")
     if x_raw.shape != y_raw.shape:
-        raise TrainingError(f"hres: shape {y_raw.shape} differs from the lres shape {x_raw.shape}; expected the same grid")
+        raise TrainingError(
+            f"hres: shape {y_raw.shape} differs from the lres shape {x_raw.shape}; expected the same grid"
+        )
     fov = _as_mask(mask, x_raw.shape)
     block = copy.deepcopy(config[method])
     iterations = int(block["iterations"])
@@ -571,9 +577,17 @@ def train_model(
     del x_raw, y_raw
     fingerprint = hashlib.sha256(
         json.dumps(
-            {"method": method, "block": block, "seed": int(seed), "architecture": architecture,
-             "augment": augment, "max_validation_patches": max_validation_patches,
-             "data": _digest(x, y, fov)},
+            # iterations and checkpoint_every do not change what each iteration computes: a run
+            # may be resumed with more iterations or other checkpoint spacing
+            {
+                "method": method,
+                "seed": int(seed),
+                "architecture": architecture,
+                "block": {k: v for k, v in block.items() if k not in ("iterations", "checkpoint_every")},
+                "augment": augment,
+                "max_validation_patches": max_validation_patches,
+                "data": _digest(x, y, fov),
+            },
             sort_keys=True,
         ).encode()
     ).hexdigest()
@@ -591,10 +605,23 @@ def train_model(
         else:
             task = _SrcnnTask(x, y, fov, block, int(seed), device, augment, max_validation_patches)
 
-        state = {"fingerprint": fingerprint, "best_val_loss": None, "best_iteration": None,
-                 "best_state": None, "elapsed_s": 0.0}
+        state = {
+            "fingerprint": fingerprint,
+            "best_val_loss": None,
+            "best_iteration": None,
+            "best_state": None,
+            "elapsed_s": 0.0,
+        }
         start = 0
         found = _read_checkpoint(checkpoint_dir, fingerprint)
+        if found is not None and int(found[0]["iteration"]) >= iterations:
+            log.warning(
+                "%s: checkpoint at iteration %d is beyond the %d iterations asked for; starting afresh",
+                checkpoint_dir,
+                found[0]["iteration"],
+                iterations,
+            )
+            found = None
         if found is not None:
             meta, tensors = found
             model_state = _subdict(tensors, "model.")
@@ -602,9 +629,12 @@ def train_model(
             model.load_state_dict(model_state)
             _optimizer_from_files(optimizer, meta["optimizer"], tensors)
             best = _subdict(tensors, "best.")
-            state.update(best_val_loss=meta["best_val_loss"], best_iteration=meta["best_iteration"],
-                         best_state={k: v.to(device) for k, v in best.items()} or None,
-                         elapsed_s=float(meta["elapsed_s"]))
+            state.update(
+                best_val_loss=meta["best_val_loss"],
+                best_iteration=meta["best_iteration"],
+                best_state={k: v.to(device) for k, v in best.items()} or None,
+                elapsed_s=float(meta["elapsed_s"]),
+            )
             _restore_rng(meta["rng"], tensors)
             start = int(meta["iteration"])
             _trim_log(running_log, start)
@@ -612,16 +642,29 @@ def train_model(
         else:
             _remove_checkpoints(checkpoint_dir)
             _trim_log(running_log, -1)
-            log.info("training %s for %d iterations on %s (%s voxels, seed %d)", method, iterations, device,
-                     "×".join(map(str, x.shape)), seed)
+            log.info(
+                "training %s for %d iterations on %s (%s voxels, seed %d)",
+                method,
+                iterations,
+                device,
+                "×".join(map(str, x.shape)),
+                seed,
+            )
 
         stop = iterations if stop_after is None else min(iterations, max(int(stop_after), start))
         session_start = time.perf_counter()
         elapsed_before = state["elapsed_s"]  # training seconds of earlier, interrupted runs
         last_parts: dict = {}
         model.train()
-        bar = tqdm(total=iterations, initial=start, desc=f"train {method}", file=sys.stderr,
-                   disable=not progress, mininterval=1.0, dynamic_ncols=True)
+        bar = tqdm(
+            total=iterations,
+            initial=start,
+            desc=f"train {method}",
+            file=sys.stderr,
+            disable=not progress,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
         with open(running_log, "a", newline="") as log_fh:
             writer = csv.DictWriter(log_fh, fieldnames=LOG_COLUMNS)
             for iteration in range(start + 1, stop + 1):
@@ -637,7 +680,9 @@ def train_model(
                 optimizer.step()
 
                 val_loss = None
-                if task.validate is not None and (iteration % int(block["validate_every"]) == 0 or iteration == iterations):
+                if task.validate is not None and (
+                    iteration % int(block["validate_every"]) == 0 or iteration == iterations
+                ):
                     val_loss = task.validate(model)
                     if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
                         state["best_val_loss"] = val_loss
@@ -645,14 +690,16 @@ def train_model(
                         state["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
                 elapsed = elapsed_before + time.perf_counter() - session_start
-                writer.writerow({
-                    "iteration": iteration,
-                    "loss": _fmt(last_parts.get("loss")),
-                    "loss_intermediate": _fmt(last_parts.get("loss_intermediate")),
-                    "loss_final": _fmt(last_parts.get("loss_final")),
-                    "val_loss": _fmt(val_loss),
-                    "seconds": f"{elapsed:.3f}",
-                })
+                writer.writerow(
+                    {
+                        "iteration": iteration,
+                        "loss": _fmt(last_parts.get("loss")),
+                        "loss_intermediate": _fmt(last_parts.get("loss_intermediate")),
+                        "loss_final": _fmt(last_parts.get("loss_final")),
+                        "val_loss": _fmt(val_loss),
+                        "seconds": f"{elapsed:.3f}",
+                    }
+                )
                 log_fh.flush()
                 bar.update(1)
                 if val_loss is not None:
@@ -693,8 +740,11 @@ def train_model(
             "architecture": architecture,
             "normalization": normalization,
             "normalization_applied_by": "load_model (NormalizedModel): material fraction in and out",
-            "input_layout": ("(B, n_slices, H, W): consecutive z slices as channels, H and W divisible by "
-                             "2**depth" if method == "deepnet" else "(B, 1, D, H, W)"),
+            "input_layout": (
+                "(B, n_slices, H, W): consecutive z slices as channels, H and W divisible by " "2**depth"
+                if method == "deepnet"
+                else "(B, 1, D, H, W)"
+            ),
             "training": block,
             "seed": int(seed),
             "config_hash": config_hash(config),
@@ -751,6 +801,16 @@ def train_from_files(
     torch_threads = int(config.get("compute", {}).get("torch_threads", 0)) or int(threads)
     with acquire_device(prefer_device) as device:
         return train_model(
-            method, lres_path, hres_path, config, out_weights, out_settings, out_log, checkpoint_dir,
-            seed, device, mask=mask, threads=torch_threads,
+            method,
+            lres_path,
+            hres_path,
+            config,
+            out_weights,
+            out_settings,
+            out_log,
+            checkpoint_dir,
+            seed,
+            device,
+            mask=mask,
+            threads=torch_threads,
         )
