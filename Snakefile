@@ -17,7 +17,7 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     realization=alternatives(REALIZATIONS),
     sigma=alternatives(ALL_SIGMAS),
-    method=alternatives(EVALUATED),
+    method=alternatives([*EVALUATED, *ENSEMBLE_METHODS]),
     network=alternatives(NETWORKS or ["none"]),
 
 
@@ -27,6 +27,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/recover.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/trust.smk"
+include: "workflow/rules/pairs.smk"
 
 
 rule all:

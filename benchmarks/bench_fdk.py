@@ -32,7 +32,7 @@ DEFAULTS = {
     "sod_um": 2926.0,
     "sdd_um": 11704.0,
     "repeats": 3,
-    "budget_s": 150.0,
+    "budget_s": 100.0,
 }
 
 #: tiny sizes for `run_all.py --smoke` (checks that the script works, measures nothing)

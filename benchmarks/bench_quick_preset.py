@@ -90,6 +90,17 @@ def _wall_from_logs(directory: Path) -> float | None:
     return (end - start).total_seconds()
 
 
+def progress_from_logs(directory: Path) -> tuple[int, int] | None:
+    """(steps done, steps in all) from the newest Snakemake log's last "N of M steps" line."""
+    import re
+
+    logs = sorted((directory / ".snakemake" / "log").glob("*.snakemake.log"))
+    if not logs:
+        return None
+    found = re.findall(r"^(\d+) of (\d+) steps", logs[-1].read_text(errors="replace"), flags=re.M)
+    return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+
 def rule_breakdown(directory: Path):
     """Per-rule sums of the benchmark files under ``directory/results/benchmarks`` (a DataFrame)."""
     import pandas as pd
@@ -156,6 +167,12 @@ def run(workdir: Path, options: dict | None = None) -> dict:
     ok = info.get("returncode", 0) == 0
     if not ok:
         row["notes"].append(f"Snakemake exited with {info.get('returncode')}: see {directory}/snakemake_stdout.log.")
+    progress = progress_from_logs(directory)
+    if progress and progress[0] < progress[1]:
+        ok = False
+        row["notes"].append(f"The run is incomplete: {progress[0]} of {progress[1]} steps done (still running or "
+                            "stopped); the wall time is up to its last log line.")
+    row["progress"] = progress
     if per_rule is None or len(per_rule) == 0:
         row["check"] = "no benchmark files found"
         row["met"] = False

@@ -339,8 +339,16 @@ def run_pair(
 
 # ------------------------------------------------------------------------------ result rows
 def ratio(peer: dict | None, ours: dict | None) -> float | None:
-    """Speed-up of ours over the peer (peer median / our median); None when either is missing."""
+    """Speed-up of ours over the peer; None when either is missing.
+
+    With the same number of alternating rounds on both sides (:func:`run_pair`), the median of the
+    per-round ratios (peer_k / ours_k: each pair measured back to back, so a load change between
+    rounds cancels); otherwise the ratio of the medians.
+    """
     try:
+        t_ours, t_peer = ours["times_s"], peer["times_s"]
+        if len(t_ours) == len(t_peer) and len(t_ours) > 1:
+            return statistics.median(p / o for p, o in zip(t_peer, t_ours))
         return peer["median_s"] / ours["median_s"]
     except (TypeError, KeyError, ZeroDivisionError):
         return None

@@ -46,6 +46,19 @@ def _cmd_simulate(args) -> None:
     print(f"wrote {args.out}")
 
 
+def _cmd_train_registered(args, config) -> None:
+    """``train METHOD LOW HIGH --registration reg.json``: train on the overlap of a registered scan pair."""
+    from .ownscan import open_registered_pair, registered_training_pair, train_pair
+
+    with open_registered_pair(args.lres, args.hres, args.registration) as (low, high, registration):
+        lres, hres, box = registered_training_pair(low, high, registration)
+    print(f"training pair: the {lres.shape} high-res voxels of the overlap {box} (high-res voxels), "
+          f"the low-res scan resampled onto them ({registration.low_voxel_um:g} -> {registration.high_voxel_um:g} µm)")
+    out = Path(args.out)
+    train_pair(args.method, lres, hres, config, out, seed=args.seed, iterations=args.iterations)
+    print(f"wrote {out / 'model.safetensors'} and {out / 'model.json'}")
+
+
 def _cmd_train(args) -> None:
     from .config import load_config
     from .io import read_volume
@@ -54,6 +67,10 @@ def _cmd_train(args) -> None:
     from .methods.train import train_model
 
     config = load_config(args.config)
+    if args.registration:
+        return _cmd_train_registered(args, config)
+    if args.iterations:
+        config[args.method]["iterations"] = args.iterations
     lres, lres_attrs = read_volume(args.lres)
     hres, hres_attrs = read_volume(args.hres)
     lvs, hvs = lres_attrs.get("voxel_size_um"), hres_attrs.get("voxel_size_um")
@@ -86,15 +103,29 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_recover(args) -> None:
+    import shutil
+
     from .config import load_config
-    from .methods.infer import recover_volume
+    from .io import check_free_disk
+    from .io.atomic import format_bytes
+    from .ownscan import output_format, plan_large_fov, recover_large_fov
 
     config = load_config(args.config)
     model = Path(args.model)
     weights = model if model.suffix == ".safetensors" else model / "model.safetensors"
     settings = weights.with_suffix(".json")
-    recover_volume(
-        weights, settings, args.volume, args.out, config["inference"], max_memory_gb=args.max_memory_gb
+    output_format(args.out)  # refuse an unknown suffix before any work
+    plan = plan_large_fov(args.volume, args.registration, args.voxel_um, args.high_voxel_um, args.roi,
+                          out_path=args.out)
+    folder = Path(args.out).resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    print(f"{plan.describe()}; {format_bytes(shutil.disk_usage(folder).free)} free on {folder}", flush=True)
+    check_free_disk(args.out, plan.nbytes)
+    recover_large_fov(
+        weights, settings, args.volume, args.out, registration=args.registration, low_voxel_um=args.voxel_um,
+        high_voxel_um=args.high_voxel_um, roi=args.roi, inference_config=config["inference"],
+        max_memory_gb=args.max_memory_gb,
     )
     print(f"wrote {args.out}")
 
@@ -151,20 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train DeepNet or SRCNN-3D on a registered low/high-resolution pair")
     t.add_argument("method", choices=["deepnet", "srcnn"])
-    t.add_argument("lres", help="low-resolution input volume (HDF5), on the high-res grid")
-    t.add_argument("hres", help="high-resolution target volume (HDF5)")
+    t.add_argument("lres", help="low-resolution input volume (HDF5) on the high-res grid; with --registration, "
+                                "the low-res scan itself (TIFF, HDF5, Zarr, .npy, .txm)")
+    t.add_argument("hres", help="high-resolution target volume (HDF5; with --registration any format)")
+    t.add_argument("--registration", help="registration JSON (resrecover register): train on the overlap, the "
+                                          "low-res scan resampled onto the high-res voxels")
+    t.add_argument("--iterations", type=int, help="training iterations (default: the config's)")
     t.add_argument("--config", default="config/config.yaml", help="config with the training settings")
     t.add_argument("--out", required=True, help="model folder (model.safetensors, model.json, train_log.csv)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--fov-mask", action="store_true", help="restrict the loss to the configured CT field of view")
     t.set_defaults(func=_cmd_train)
 
-    r = sub.add_parser("recover", help="apply a trained model to a volume (tiled, out of core)")
+    r = sub.add_parser("recover", help="apply a trained model to a volume or a whole large FOV (tiled, out of core)")
     r.add_argument("model", help="model folder or model.safetensors (model.json beside it)")
-    r.add_argument("volume", help="input volume (HDF5)")
-    r.add_argument("--out", required=True, help="output HDF5")
+    r.add_argument("volume", help="input volume (TIFF file/folder, HDF5 file[.h5:/dataset], Zarr, .npy, Zeiss .txm); "
+                                  "with --registration the low-res large-FOV scan")
+    r.add_argument("--out", required=True, help="output volume: .h5, .zarr, .tif or .npy")
     r.add_argument("--config", default="config/config.yaml", help="config with the inference settings")
-    r.add_argument("--max-memory-gb", type=float, default=None)
+    r.add_argument("--registration", help="registration JSON: recover the whole low-res FOV on the high-res grid")
+    r.add_argument("--voxel-um", type=float, help="the input's voxel size (µm) when the file carries none")
+    r.add_argument("--high-voxel-um", type=float, help="upsample onto this voxel size (µm) without a registration")
+    r.add_argument("--roi", help="region of interest z0:z1,y0:y1,x0:x1 in output voxels (default: everything)")
+    r.add_argument("--max-memory-gb", type=float, default=None, help="RAM budget of the recovery (GB)")
     r.set_defaults(func=_cmd_recover)
 
     g = sub.add_parser("register", help="register a low-res large-FOV volume with a high-res interior scan")

@@ -68,6 +68,8 @@ def final_outputs():
         ),
         *TABLES,
         *FIGURES,
+        *trust_outputs(),
+        *PAIR_TARGETS,
     ]
 
 
@@ -114,3 +116,115 @@ def figure_rule_outputs(name):
         ),
         "pdf": f"results/figures/{name}.pdf",
     }
+
+
+# ---- trust maps without ground truth (workflow/rules/trust.smk; config `trust:`) ----
+from resrecover.trust import member_seed, trust_plan
+
+try:
+    TRUST = trust_plan(config)
+except ConfigError as exc:
+    sys.exit(f"config error: {exc}")
+TRUST_METHODS = TRUST["methods"]
+TRUST_NETWORKS = TRUST["networks"]
+TRUST_SIGMAS = TRUST["sigmas"]
+ENSEMBLE_SIGMAS = TRUST["ensemble_sigmas"]
+ENSEMBLE_METHODS = TRUST["ensemble_methods"]
+# fig10 sits beside fig8: the MS-SSIM map levels that have trust maps
+TRUST_FIGURE_SIGMAS = [s for s in MAP_SIGMAS if s in TRUST_SIGMAS] or TRUST_SIGMAS
+if TRUST["evaluate_ensembles"]:
+    # trust maps at every σ: the ensembles join the study's tables like any method
+    EVALUATED.extend(m for m in ENSEMBLE_METHODS if m not in EVALUATED)
+
+
+def ensemble_members(wc):
+    """Member 0 is the study's model's recovery; members 1..K-1 come from rule recover_ensemble_member."""
+    return [
+        recovered(wc.network, wc.realization, wc.sigma),
+        *(
+            f"results/trust/members/{wc.network}/{wc.realization}/sigma{wc.sigma}/member{k}.h5"
+            for k in range(1, TRUST["ensemble_size"])
+        ),
+    ]
+
+
+def recovered_for_trust(wc):
+    return recovered(wc.method, wc.realization, wc.sigma)
+
+
+def trust_ensemble_input(wc):
+    """The ensemble file whose `disagreement` dataset a network's trust maps carry (none for RL)."""
+    if wc.method in TRUST_NETWORKS and wc.sigma in ENSEMBLE_SIGMAS:
+        return recovered(f"{wc.method}_ensemble", wc.realization, wc.sigma)
+    return []
+
+
+def trust_summaries():
+    """Pore summaries of each network (every trust σ) and of its ensemble (ensemble σ), alternate."""
+    return [
+        *expand(
+            "results/evaluation/{method}/alternate/sigma{sigma}/pores_summary.csv",
+            method=TRUST_NETWORKS,
+            sigma=TRUST_SIGMAS,
+        ),
+        *expand(
+            "results/evaluation/{method}/alternate/sigma{sigma}/pores_summary.csv",
+            method=ENSEMBLE_METHODS,
+            sigma=ENSEMBLE_SIGMAS,
+        ),
+    ]
+
+
+def trust_outputs():
+    if not TRUST["enabled"]:
+        return []
+    return [
+        *expand(
+            "results/trust/{method}/{realization}/sigma{sigma}.h5",
+            method=TRUST_METHODS,
+            realization=TRUST["realizations"],
+            sigma=TRUST_SIGMAS,
+        ),
+        *expand(
+            "results/trust/pores/{method}/{realization}/sigma{sigma}.csv",
+            method=TRUST_METHODS,
+            realization=TRUST["realizations"],
+            sigma=TRUST_SIGMAS,
+        ),
+        *expand(
+            "results/recovered/{method}/{realization}/sigma{sigma}.h5",
+            method=ENSEMBLE_METHODS,
+            realization=TRUST["member_realizations"],
+            sigma=ENSEMBLE_SIGMAS,
+        ),
+        "results/tables/trust_validation.csv",
+        *expand("results/figures/fig10_trust_maps.{ext}", ext=["png", "pdf"]),
+        # own scans (pairs.smk): the residual of each network recovery, blur estimated on the overlap
+        *(
+            f"results/pairs/{name}/trust/{m}.h5"
+            for name, pair in globals().get("PAIRS", {}).items()
+            for m in pair["methods"]
+            if m in ("deepnet", "srcnn")
+        ),
+    ]
+
+
+# Your own scans (SPEC §4.6; rules in pairs.smk): the `pairs:` block by name, plus the synthetic pair
+# `example` (results/multiscale_example) when multiscale_example.enabled.
+from resrecover.ownscan import configured_pairs, pair_targets, volume_file
+
+try:
+    PAIRS = configured_pairs(config)
+except ConfigError as exc:
+    sys.exit(f"config error: {exc}")
+PAIR_PATTERN = alternatives(list(PAIRS) or ["none"])
+PAIR_TARGETS = pair_targets(config)
+
+
+def pair_inputs(wc):
+    """A pair's two scans (the file of a `scan.h5:/dataset` spec) and, for the example, its stage offset."""
+    pair = PAIRS[wc.pair]
+    inputs = {"low": volume_file(pair["low"]), "high": volume_file(pair["high"])}
+    if pair["offset_file"]:
+        inputs["offset"] = pair["offset_file"]
+    return inputs

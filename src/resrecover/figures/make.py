@@ -14,6 +14,7 @@ from ..io import atomic_output
 from .images import fig1_training_pairs, fig2_deepnet_train_vs_alternate, fig4_slice_grid, fig8_msssim_maps
 from .plots import fig3_image_metrics, fig5_pore_recovery, fig6_pore_size_histograms, fig7_sphericity, fig9_gaussian_fit
 from .style import DPI, RC_PARAMS
+from .trust import fig10_trust_maps
 
 #: Rule name (workflow/rules/figures.smk) -> function(inputs, config) -> Figure.
 FIGURE_BUILDERS: dict[str, Callable[[dict, dict | None], Figure]] = {
@@ -28,6 +29,9 @@ FIGURE_BUILDERS: dict[str, Callable[[dict, dict | None], Figure]] = {
     "fig9_gaussian_fit": fig9_gaussian_fit,
 }
 FIGURE_NAMES: tuple[str, ...] = tuple(FIGURE_BUILDERS)
+# ours, beyond the paper's nine: trust maps without ground truth (workflow/rules/trust.smk); kept out of
+# FIGURE_NAMES (the paper's figures, which tests/test_figures.py draws from synthetic inputs of its own)
+FIGURE_BUILDERS["fig10_trust_maps"] = fig10_trust_maps
 
 
 def save_figure(fig: Figure, png_path: str | os.PathLike, pdf_path: str | os.PathLike, dpi: int = DPI) -> None:

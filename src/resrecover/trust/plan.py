@@ -1,0 +1,86 @@
+"""What the config's ``trust:`` block asks the workflow to build (read by workflow/rules/common.smk)."""
+
+from __future__ import annotations
+
+from ..config import ConfigError, sigma_tag
+from .ensemble import ensemble_method
+
+NETWORKS = ("deepnet", "srcnn")
+REALIZATIONS = ("train", "alternate")
+
+
+def trust_plan(config: dict) -> dict:
+    """Resolve the ``trust:`` block of a validated config into lists the rules expand over.
+
+    Returns
+    -------
+    dict with
+    - ``enabled`` : bool;
+    - ``methods`` : methods that get trust maps (``trust.methods`` ∩ ``methods``, config order);
+    - ``networks`` : those of them that are networks (each gets an ensemble when K ≥ 2);
+    - ``ensemble_methods`` : ``{network}_ensemble`` names (none when K = 1);
+    - ``sigmas`` : σ tags (``trust.sigmas_um``, or every ``scan.sigmas_um`` when empty);
+    - ``ensemble_sigmas`` : σ tags whose networks get an ensemble (``trust.ensemble_sigmas_um``,
+      or all of ``sigmas`` when empty; none when K = 1);
+    - ``realizations`` : realizations that get trust maps;
+    - ``member_realizations`` : realizations the ensemble members recover;
+    - ``evaluate_ensembles`` : whether the ensembles join the study's tables (they cover every σ:
+      then they are recovered and evaluated like any method, on both realizations);
+    - ``ensemble_size`` : K.
+
+    Raises :class:`resrecover.config.ConfigError` for a σ that is not a low-resolution level (or,
+    for an ensemble σ, not a trust level).
+    """
+    block = config["trust"]
+    lres = [sigma_tag(s) for s in config["scan"]["sigmas_um"]]
+    plan = {
+        "enabled": bool(block["enabled"]),
+        "methods": [],
+        "networks": [],
+        "ensemble_methods": [],
+        "sigmas": [],
+        "ensemble_sigmas": [],
+        "realizations": [],
+        "member_realizations": [],
+        "evaluate_ensembles": False,
+        "ensemble_size": int(block["ensemble_size"]),
+    }
+    sigmas = [sigma_tag(s) for s in block["sigmas_um"]] or lres
+    unknown = [s for s in sigmas if s not in lres]
+    if unknown:
+        raise ConfigError(
+            f"trust.sigmas_um: {block['sigmas_um']} holds {', '.join(unknown)} µm, not a level of "
+            f"scan.sigmas_um {config['scan']['sigmas_um']}; expected a subset of it"
+        )
+    ensemble_sigmas = [sigma_tag(s) for s in block["ensemble_sigmas_um"]] or sigmas
+    outside = [s for s in ensemble_sigmas if s not in sigmas]
+    if outside:
+        raise ConfigError(
+            f"trust.ensemble_sigmas_um: {block['ensemble_sigmas_um']} holds {', '.join(outside)} µm, not a level "
+            f"of the trust maps ({', '.join(sigmas)} µm); expected a subset of trust.sigmas_um"
+        )
+    if "alternate" not in block["realizations"]:
+        raise ConfigError(
+            f"trust.realizations: {block['realizations']} lacks 'alternate'; expected it (the trust maps are "
+            "validated on the realization the models never saw)"
+        )
+    if not plan["enabled"]:
+        return plan
+    methods = [m for m in config["methods"] if m in block["methods"]]
+    networks = [m for m in methods if m in NETWORKS]
+    if plan["ensemble_size"] < 2:  # no ensemble: residual maps only
+        ensemble_sigmas = []
+    evaluate = set(ensemble_sigmas) == set(lres) and bool(networks)
+    plan.update(
+        methods=methods,
+        networks=networks,
+        ensemble_methods=[ensemble_method(n) for n in networks] if ensemble_sigmas else [],
+        sigmas=[s for s in lres if s in sigmas],
+        ensemble_sigmas=[s for s in lres if s in ensemble_sigmas] if networks else [],
+        realizations=[r for r in REALIZATIONS if r in block["realizations"]],
+        member_realizations=(
+            list(REALIZATIONS) if evaluate else [r for r in REALIZATIONS if r in block["realizations"]]
+        ),
+        evaluate_ensembles=evaluate,
+    )
+    return plan

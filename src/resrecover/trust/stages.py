@@ -1,0 +1,315 @@
+"""The trust rules' entry points (workflow/rules/trust.smk): files in, files out, one call per rule.
+
+- :func:`trust_maps_from_files` (rule ``trust_maps``): residual + disagreement maps of one volume;
+- :func:`pore_trust_from_files` (rule ``trust_pores``): the volume's pore table with trust columns;
+- :func:`trust_validation_from_files` (rule ``trust_validation``): the maps against the ground
+  truth's verdicts (MS-SSIM maps, spurious pores) and the ensemble against its single model;
+- :func:`pair_trust_from_files` (rule ``pair_trust``): the residual map of an own-scan recovery,
+  with the blur estimated on the registered overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import config_hash
+from ..io import atomic_write_csv, read_volume
+from .maps import TrustError, gaussian_blur, read_trust_maps, residual_map, write_trust_maps
+from .pores import pore_trust_table
+from .validate import VALIDATION_COLUMNS, _row, pore_auc_rows, spearman_map_correlation
+
+log = logging.getLogger(__name__)
+
+#: pore-summary columns compared between an ensemble and its single model
+ENSEMBLE_QUANTITIES = ["recovery_pct", "n_pores", "n_matched", "n_missed", "n_spurious", "porosity_error_pct",
+                       "sphericity_mean"]
+
+
+def recovery_target_sigma_um(method: str, config: dict) -> float:
+    """Blur (µm) a method's recovery aims at: the HRES target's for networks, 0 for Richardson-Lucy.
+
+    RL deconvolves the input's whole Gaussian (σ µm), so its estimate is the unblurred object.
+    """
+    base = method.removesuffix("_ensemble")
+    return 0.0 if base == "rl" else float(config["scan"]["target_sigma_um"])
+
+
+def _residual_options(config: dict) -> dict:
+    block = config["trust"]
+    return {
+        "window_um": float(block["residual_window_um"]) or None,
+        "noise_block_um": float(block["noise_block_um"]),
+        "noise_correlation": float(block["noise_correlation"]),
+    }
+
+
+def trust_maps_from_files(
+    recovered_path: str | Path,
+    lres_path: str | Path,
+    output_path: str | Path,
+    config: dict,
+    method: str,
+    sigma_um: float,
+    ensemble_path: str | Path | None = None,
+    workers: int = 1,
+    **provenance,
+) -> dict:
+    """Write the trust maps (``residual``, ``disagreement``, ``noise_std``) of one recovered volume.
+
+    Parameters
+    ----------
+    recovered_path : results/recovered/{method}/{realization}/sigma{σ}.h5.
+    lres_path : results/recon/{realization}/sigma{σ}.h5, the input the method saw.
+    output_path : results/trust/{method}/{realization}/sigma{σ}.h5.
+    config : validated config (``trust:``, ``scan.target_sigma_um``, the FOV geometry).
+    method, sigma_um : which recovery; RL's target blur is 0 (:func:`recovery_target_sigma_um`).
+    ensemble_path : the method's ensemble file (dataset ``disagreement``); None: no ensemble, the
+        disagreement map is stored all NaN.
+    workers : FFT threads.
+
+    Returns
+    -------
+    dict with the medians of the maps inside the FOV.
+    """
+    from ..masks import fov_mask
+
+    t0 = time.perf_counter()
+    recovered, attrs = read_volume(recovered_path)
+    lres, lattrs = read_volume(lres_path)
+    if recovered.shape != lres.shape:
+        raise TrustError(f"{recovered_path}: shape {recovered.shape} differs from its input {lres_path} {lres.shape}")
+    voxel = float(attrs.get("voxel_size_um", lattrs.get("voxel_size_um", config["voxel_size_um"])))
+    mask = fov_mask(config, lres.shape)
+    target = recovery_target_sigma_um(method, config)
+    residual, noise = residual_map(
+        recovered, lres, voxel, float(sigma_um), target, mask=mask, workers=workers, **_residual_options(config)
+    )
+    del recovered, lres
+    disagreement = None
+    if ensemble_path is not None:
+        disagreement, _ = read_volume(ensemble_path, dataset="disagreement")
+        if disagreement.shape != residual.shape:
+            raise TrustError(f"{ensemble_path}: disagreement shape {disagreement.shape} differs from {residual.shape}")
+        disagreement[~mask] = np.nan
+    write_trust_maps(
+        output_path,
+        residual,
+        disagreement,
+        noise,
+        voxel,
+        method=method,
+        sigma_um=float(sigma_um),
+        target_sigma_um=target,
+        recovered=str(recovered_path),
+        lres=str(lres_path),
+        ensemble=str(ensemble_path) if ensemble_path else "",
+        config_hash=config_hash(config),
+        trust_settings=dict(config["trust"]),
+        **provenance,
+    )
+    summary = {
+        "residual_median": float(np.nanmedian(residual)),
+        "disagreement_median": float(np.nanmedian(disagreement)) if disagreement is not None else float("nan"),
+    }
+    log.info("%s: %s in %.1f s", output_path, summary, time.perf_counter() - t0)
+    return summary
+
+
+def pore_trust_from_files(
+    maps_path: str | Path,
+    labels_path: str | Path,
+    pores_path: str | Path,
+    output_path: str | Path,
+    config: dict,
+) -> pd.DataFrame:
+    """Write results/trust/pores/{method}/{realization}/sigma{σ}.csv: the pore rows + trust columns.
+
+    The pore table and labels are the evaluation's (results/pores/..., results/labels/...); the
+    table is copied, not rewritten in place.
+    """
+    from ..evaluate.pores import read_labels
+
+    maps, _ = read_trust_maps(maps_path, names=("residual", "disagreement"))
+    labels, _ = read_labels(labels_path)
+    table = pd.read_csv(pores_path)
+    block = config["trust"]
+    out = pore_trust_table(
+        table, labels, maps, wall_voxels=float(block["pore_wall_voxels"]),
+        disagreement_scale=float(block["disagreement_scale"]),
+    )
+    atomic_write_csv(out, output_path)
+    if "matched_gt_label" in out.columns and len(out):
+        spurious = out["matched_gt_label"] == 0
+        log.info(
+            "%s: %d pores (%d spurious); median trust matched %.3f, spurious %.3f",
+            output_path, len(out), int(spurious.sum()),
+            float(out.loc[~spurious, "trust"].median()) if (~spurious).any() else float("nan"),
+            float(out.loc[spurious, "trust"].median()) if spurious.any() else float("nan"),
+        )
+    return out
+
+
+def _key_of(path: str | Path) -> tuple[str, str, float]:
+    """(method, realization, σ) of a results path ``.../{method}/{realization}/sigma{σ}.ext``."""
+    p = Path(path)
+    if not p.stem.startswith("sigma"):
+        raise TrustError(f"{path}: cannot read σ from the name; expected .../{{method}}/{{realization}}/sigma{{σ}}.*")
+    return p.parts[-3], p.parts[-2], round(float(p.stem[len("sigma"):]), 6)
+
+
+def _calibration_rows(config, lres_paths, ground_truth_path, methods_by_sigma, foam_and_fov) -> list[dict]:
+    """Median residual of a perfect recovery (the ground truth at the method's target blur): ≈ 1."""
+    gt, gattrs = read_volume(ground_truth_path)
+    voxel = float(gattrs.get("voxel_size_um", config["voxel_size_um"]))
+    from ..masks import fov_mask
+
+    mask = fov_mask(config, gt.shape)
+    rows = []
+    for path in lres_paths:
+        _, realization, sigma = _key_of(path)
+        lres, _ = read_volume(path)
+        for method in methods_by_sigma.get(sigma, []):
+            target = recovery_target_sigma_um(method, config)
+            perfect = gaussian_blur(gt, target / voxel)
+            residual, _ = residual_map(perfect, lres, voxel, sigma, target, mask=mask, **_residual_options(config))
+            values = residual[foam_and_fov]
+            values = values[np.isfinite(values)]
+            rows.append(_row(method, realization, sigma, "residual_median_ground_truth", "residual",
+                             float(np.median(values)), values.size))
+    return rows
+
+
+def trust_validation_from_files(
+    trust_map_paths,
+    msssim_map_paths,
+    pore_trust_paths,
+    summary_paths,
+    lres_paths,
+    ground_truth_path: str | Path,
+    output_path: str | Path,
+    config: dict,
+) -> pd.DataFrame:
+    """Write results/tables/trust_validation.csv (columns :data:`VALIDATION_COLUMNS`).
+
+    Quantities, per method and σ (``map`` names the trust map, empty for pore summaries):
+
+    - ``spearman_vs_1_minus_msssim``: Spearman ρ of each map with 1 − MS-SSIM over the foam
+      cylinder ∩ FOV (``n`` voxels);
+    - ``roc_auc_spurious``: ROC AUC of each per-pore score (residual mean, disagreement mean,
+      1 − trust) for spurious vs matched pores (``n`` pores with a finite score);
+    - ``spurious_pores_scored``: spurious pores the AUC was computed on (``n`` = all pores);
+    - ``residual_median``: median of the residual map over the foam;
+    - ``residual_median_ground_truth``: the same for a perfect recovery (the ground truth at the
+      method's target blur) against the same input: the map's noise floor, ≈ 1 when the noise
+      model is right;
+    - for each network with an ensemble: ``recovery_pct``, ``n_pores``, ``n_matched``,
+      ``n_missed``, ``n_spurious``, ``porosity_error_pct``, ``sphericity_mean`` of the single
+      model (method ``{network}``) and of the ensemble mean (method ``{network}_ensemble``), from
+      their per-volume pore summaries.
+    """
+    from ..masks import foam_mask, fov_mask
+
+    maps_by_key = {_key_of(p): p for p in trust_map_paths}
+    msssim_by_key = {_key_of(p): p for p in msssim_map_paths}
+    pores_by_key = {_key_of(p): p for p in pore_trust_paths}
+    rows: list[dict] = []
+    region = None
+    methods_by_sigma: dict[float, list[str]] = {}
+    for key in sorted(maps_by_key):
+        method, realization, sigma = key
+        maps, _ = read_trust_maps(maps_by_key[key], names=("residual", "disagreement"))
+        if region is None:
+            shape = maps["residual"].shape
+            region = foam_mask(config, shape) & fov_mask(config, shape)
+        methods_by_sigma.setdefault(sigma, []).append(method)
+        if key in msssim_by_key:
+            quality, _ = read_volume(msssim_by_key[key], check_finite=False)
+            for name in ("residual", "disagreement"):
+                rho, n = spearman_map_correlation(maps[name], quality, region)
+                rows.append(_row(method, realization, sigma, "spearman_vs_1_minus_msssim", name, rho, n))
+        values = maps["residual"][region]
+        values = values[np.isfinite(values)]
+        rows.append(_row(method, realization, sigma, "residual_median", "residual", float(np.median(values)), values.size))
+        if key in pores_by_key:
+            rows += pore_auc_rows(pd.read_csv(pores_by_key[key]), method, realization, sigma)
+    if lres_paths and region is not None:
+        rows += _calibration_rows(config, lres_paths, ground_truth_path, methods_by_sigma, region)
+    if summary_paths:
+        summaries = pd.concat([pd.read_csv(p) for p in summary_paths], ignore_index=True)
+        for rec in summaries.itertuples(index=False):
+            for quantity in ENSEMBLE_QUANTITIES:
+                rows.append(_row(rec.method, rec.realization, rec.sigma_um, quantity, "", getattr(rec, quantity), 1))
+    table = pd.DataFrame(rows, columns=VALIDATION_COLUMNS)
+    table = table.sort_values(["sigma_um", "method", "quantity", "map"], kind="mergesort").reset_index(drop=True)
+    atomic_write_csv(table, output_path)
+    log.info("%s: %d rows", output_path, len(table))
+    return table
+
+
+def pair_trust_from_files(
+    recovered_path: str | Path,
+    low_path: str,
+    registration_path: str | Path,
+    training_lres_path: str | Path,
+    training_hres_path: str | Path,
+    output_path: str | Path,
+    config: dict,
+    roi=None,
+    low_dataset: str | None = None,
+    **provenance,
+) -> dict:
+    """Residual map of an own-scan recovery (rule ``pair_trust``): results/pairs/{pair}/trust/{method}.h5.
+
+    The blur is unknown, so it is estimated on the registered overlap, the training pair (the
+    low-res scan resampled onto the high-res voxels vs those voxels), with the noise-correlation
+    factor κ (:func:`~resrecover.trust.maps.calibrate_on_overlap`), so κ fits the upsampled
+    low-res scan rather than the config's FDK value. The whole recovered grid (or the
+    ROI) is then compared with the low-res scan resampled the same way as for the recovery
+    (:class:`resrecover.ownscan.UpsampledLow`), with ``target_sigma_um = 0`` (σ is relative to the
+    high-res scan). No ensemble: ``disagreement`` is all NaN. In memory (whole recovered volume).
+
+    Returns
+    -------
+    dict with ``blur_sigma_um``, ``noise_correlation`` and the residual's median.
+    """
+    from ..io import open_volume
+    from ..ownscan import UpsampledLow, plan_large_fov
+    from ..register import load_registration
+    from .maps import calibrate_on_overlap
+
+    registration = load_registration(registration_path)
+    voxel = float(registration.high_voxel_um)
+    lres, _ = read_volume(training_lres_path)
+    hres, _ = read_volume(training_hres_path)
+    sigma, kappa = calibrate_on_overlap(hres, lres, voxel)
+    del lres, hres
+    with open_volume(low_path, low_dataset, registration.low_voxel_um) as low:
+        plan = plan_large_fov(low, registration, roi=roi)
+        (z0, z1), (y0, y1), (x0, x1) = plan.roi
+        low_on_grid = UpsampledLow(low, plan.grid)[z0:z1, y0:y1, x0:x1]
+    recovered, _ = read_volume(recovered_path)
+    if recovered.shape != low_on_grid.shape:
+        raise TrustError(
+            f"{recovered_path}: shape {recovered.shape} differs from the low-res scan on its grid {low_on_grid.shape}; "
+            "expected the recovery of this pair and ROI"
+        )
+    block = config["trust"]
+    residual, noise = residual_map(
+        recovered, low_on_grid, voxel, sigma, 0.0,
+        window_um=float(block["residual_window_um"]) or None,
+        noise_block_um=float(block["noise_block_um"]),
+        noise_correlation=kappa,
+    )
+    write_trust_maps(
+        output_path, residual, None, noise, voxel,
+        blur_sigma_um=sigma, target_sigma_um=0.0, noise_correlation=kappa,
+        recovered=str(recovered_path), low=str(low_path), config_hash=config_hash(config), **provenance,
+    )
+    summary = {"blur_sigma_um": sigma, "noise_correlation": kappa, "residual_median": float(np.nanmedian(residual))}
+    log.info("%s: %s", output_path, summary)
+    return summary

@@ -1,0 +1,180 @@
+# Stage 7: your own scans (SPEC §4.6; src/resrecover/ownscan.py). For every entry of `pairs:` (and
+# the synthetic pair `example` when multiscale_example.enabled): register the high-res interior
+# scan in the low-res large-FOV scan, resample the low-res overlap onto the high-res voxels (the
+# training pair), train each method on it, and recover the whole low-res field of view (or `roi`)
+# on the high-res grid, out of core: results/pairs/{pair}/recovered/{pair_method}.h5.
+
+
+rule multiscale_example:
+    input:
+        "results/phantoms/alternate.h5",
+    output:
+        low="results/multiscale_example/low.tif",
+        high="results/multiscale_example/high.h5",
+        truth="results/multiscale_example/truth.json",
+    log:
+        "logs/pairs/multiscale_example.log",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        example=config["multiscale_example"],
+        seed=derive_seed(config["seed"], "multiscale_example"),
+    script:
+        "../scripts/pair_example.py"
+
+
+rule pair_register:
+    input:
+        unpack(pair_inputs),
+    output:
+        "results/pairs/{pair}/registration.json",
+    log:
+        "logs/pairs/{pair}/register.log",
+    benchmark:
+        "results/benchmarks/pairs/{pair}/register.tsv"
+    wildcard_constraints:
+        pair=PAIR_PATTERN,
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        pair=lambda wc: PAIRS[wc.pair],
+    script:
+        "../scripts/pair_register.py"
+
+
+rule pair_training_data:
+    input:
+        unpack(pair_inputs),
+        registration="results/pairs/{pair}/registration.json",
+    output:
+        lres="results/pairs/{pair}/training/lres.h5",
+        hres="results/pairs/{pair}/training/hres.h5",
+    log:
+        "logs/pairs/{pair}/training_data.log",
+    benchmark:
+        "results/benchmarks/pairs/{pair}/training_data.tsv"
+    wildcard_constraints:
+        pair=PAIR_PATTERN,
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        pair=lambda wc: PAIRS[wc.pair],
+    script:
+        "../scripts/pair_training_data.py"
+
+
+rule pair_train:
+    input:
+        lres="results/pairs/{pair}/training/lres.h5",
+        hres="results/pairs/{pair}/training/hres.h5",
+    output:
+        weights="results/pairs/{pair}/models/{pair_method}/model.safetensors",
+        settings="results/pairs/{pair}/models/{pair_method}/model.json",
+        train_log="results/pairs/{pair}/models/{pair_method}/train_log.csv",
+    log:
+        "logs/pairs/{pair}/train_{pair_method}.log",
+    benchmark:
+        "results/benchmarks/pairs/{pair}/train_{pair_method}.tsv"
+    wildcard_constraints:
+        pair=PAIR_PATTERN,
+        pair_method="deepnet|srcnn",
+    retries: 1
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    params:
+        checkpoint_dir="results/pairs/{pair}/models/{pair_method}/checkpoints",
+        seed=lambda wc: derive_seed(config["seed"], "pair", wc.pair, wc.pair_method),
+        iterations=lambda wc: PAIRS[wc.pair]["iterations"],
+    script:
+        "../scripts/pair_train.py"
+
+
+rule pair_recover:
+    input:
+        unpack(pair_inputs),
+        weights="results/pairs/{pair}/models/{pair_method}/model.safetensors",
+        settings="results/pairs/{pair}/models/{pair_method}/model.json",
+        registration="results/pairs/{pair}/registration.json",
+    output:
+        "results/pairs/{pair}/recovered/{pair_method}.h5",
+    log:
+        "logs/pairs/{pair}/recover_{pair_method}.log",
+    benchmark:
+        "results/benchmarks/pairs/{pair}/recover_{pair_method}.tsv"
+    wildcard_constraints:
+        pair=PAIR_PATTERN,
+        pair_method="deepnet|srcnn",
+    retries: 1
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=240,
+    params:
+        pair=lambda wc: PAIRS[wc.pair],
+    script:
+        "../scripts/pair_recover.py"
+
+
+rule pair_registration_error:
+    input:
+        registration="results/pairs/example/registration.json",
+        truth="results/multiscale_example/truth.json",
+    output:
+        "results/pairs/example/registration_error.csv",
+    log:
+        "logs/pairs/example/registration_error.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/pair_registration_error.py"
+
+
+rule pair_example_metrics:
+    input:
+        recovered=expand(
+            "results/pairs/example/recovered/{pair_method}.h5",
+            pair_method=config["multiscale_example"]["methods"],
+        ),
+        phantom="results/phantoms/alternate.h5",
+        low="results/multiscale_example/low.tif",
+    output:
+        "results/pairs/example/recovery_metrics.csv",
+    log:
+        "logs/pairs/example/recovery_metrics.log",
+    benchmark:
+        "results/benchmarks/pairs/example/recovery_metrics.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        methods=config["multiscale_example"]["methods"],
+    script:
+        "../scripts/pair_example_metrics.py"

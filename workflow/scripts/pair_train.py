@@ -1,0 +1,25 @@
+"""Rule pair_train (workflow/rules/pairs.smk): train DeepNet or SRCNN-3D on a registered pair's overlap.
+
+Resumes from params.checkpoint_dir when a previous attempt was interrupted.
+"""
+
+from pathlib import Path
+
+from resrecover.ownscan import train_pair
+from resrecover.snakemake_support import script_logging, validated_config
+
+with script_logging(snakemake):  # noqa: F821
+    config = validated_config(snakemake)  # noqa: F821
+    train_pair(
+        snakemake.wildcards.pair_method,  # noqa: F821
+        snakemake.input.lres,  # noqa: F821
+        snakemake.input.hres,  # noqa: F821
+        config,
+        out_weights=snakemake.output.weights,  # noqa: F821
+        out_settings=snakemake.output.settings,  # noqa: F821
+        out_log=snakemake.output.train_log,  # noqa: F821
+        checkpoint_dir=Path(snakemake.params.checkpoint_dir),  # noqa: F821
+        seed=int(snakemake.params.seed),  # noqa: F821
+        iterations=snakemake.params.iterations,  # noqa: F821
+        threads=config["compute"]["torch_threads"] or snakemake.threads,  # noqa: F821
+    )
