@@ -29,6 +29,7 @@ from resrecover.trust import (
     trust_plan,
 )
 from resrecover.trust.stages import pore_trust_from_files, trust_maps_from_files
+from resrecover.trust.validate import size_stratified_auc
 
 SHAPE = (40, 40, 40)
 VOXEL_UM = 1.0
@@ -139,6 +140,15 @@ def test_roc_auc_and_the_blur_estimate_of_own_scans(foam):
     assert roc_auc([1, 2, 3, 4], [True, True, False, False]) == 0.0
     assert roc_auc([1, 1, 1, 1], [True, False, True, False]) == 0.5
     assert np.isnan(roc_auc([1, 2], [False, False]))
+    # spurious pores are small: a score that only tracks size separates them overall, but not
+    # among pores of the same size; a score that sees them does both
+    rng = np.random.default_rng(2)
+    diameter = np.concatenate([rng.uniform(5, 15, 40), rng.uniform(5, 40, 400)])
+    spurious = np.arange(440) < 40
+    assert roc_auc(-diameter, spurious) > 0.75
+    assert size_stratified_auc(-diameter, spurious, diameter) < 0.75
+    seeing = spurious + rng.normal(0, 0.3, 440)
+    assert size_stratified_auc(seeing, spurious, diameter) > 0.9
     truth, _, _ = foam
     low = gaussian_blur(truth, 2.5) + np.random.default_rng(5).normal(0, 0.01, SHAPE).astype(np.float32)
     assert estimate_blur_um(truth, low, voxel_size_um=2.0) == pytest.approx(5.0, abs=0.3)

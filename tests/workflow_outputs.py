@@ -28,6 +28,9 @@ def expected_outputs(config_path: Path) -> list[str]:
         if m in ("deepnet", "srcnn"):
             for s in lres:
                 out += [f"results/models/{m}/sigma{s}/{f}" for f in ("model.safetensors", "model.json", "train_log.csv")]
+    from resrecover.ownscan import pair_targets
+
+    out += pair_targets(c)
     out += [f"results/tables/{t}.csv" for t in TABLES]
     out += [f"results/figures/{f}.{e}" for f in FIGURES for e in ("png", "pdf")]
     return out

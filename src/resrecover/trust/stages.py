@@ -201,7 +201,10 @@ def trust_validation_from_files(
     - ``spearman_vs_1_minus_msssim``: Spearman ρ of each map with 1 − MS-SSIM over the foam
       cylinder ∩ FOV (``n`` voxels);
     - ``roc_auc_spurious``: ROC AUC of each per-pore score (residual mean, disagreement mean,
-      1 − trust) for spurious vs matched pores (``n`` pores with a finite score);
+      1 − trust) for spurious vs matched pores (``n`` pores with a finite score), and of the
+      map-free baseline ``size_baseline`` (smaller pore = more suspect);
+    - ``roc_auc_spurious_within_size``: the same AUC over pairs of pores of similar size
+      (:func:`~resrecover.trust.validate.size_stratified_auc`): what each score adds to size;
     - ``spurious_pores_scored``: spurious pores the AUC was computed on (``n`` = all pores);
     - ``residual_median``: median of the residual map over the foam;
     - ``residual_median_ground_truth``: the same for a perfect recovery (the ground truth at the

@@ -8,7 +8,9 @@ computes: the MS-SSIM quality map (voxels) and the one-to-one pore matching (spu
   1 − MS-SSIM over the foam (positive = the map is high where the recovery is poor);
 - :func:`roc_auc`: the area under the ROC curve of a per-pore score separating spurious pores
   from matched ones (1 = every spurious pore scores above every matched pore, 0.5 = chance);
-  computed as the Mann-Whitney U statistic, ties counting one half.
+  computed as the Mann-Whitney U statistic, ties counting one half;
+- :func:`size_stratified_auc`: the same over pairs of pores of similar size only. Spurious pores
+  are mostly small, so smallness alone separates them well; this says what a map adds to that.
 
 Both are rank statistics, so they do not depend on the maps' units or calibration.
 """
@@ -69,11 +71,42 @@ def roc_auc(scores, positive) -> float:
     return float(u / (n_pos * n_neg))
 
 
+def size_stratified_auc(scores, positive, diameters, n_strata: int = 4) -> float:
+    """ROC AUC counting only pairs of pores of similar size: what a score adds beyond pore size.
+
+    Strata are the quantiles of the positive (spurious) pores' diameters; the AUC of each stratum
+    is weighted by its number of (positive, negative) pairs, so the result is the probability that a
+    spurious pore scores above a matched pore of about its size. NaN if no stratum holds both.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    diameters = np.asarray(diameters, dtype=np.float64)
+    keep = np.isfinite(scores) & np.isfinite(diameters)
+    scores, positive, diameters = scores[keep], positive[keep], diameters[keep]
+    if not positive.any() or positive.all():
+        return float("nan")
+    edges = np.unique(np.quantile(diameters[positive], np.linspace(0, 1, n_strata + 1)))
+    if edges.size < 2:
+        edges = np.array([diameters[positive][0], diameters[positive][0]])
+    stratum = np.clip(np.searchsorted(edges, diameters, side="right") - 1, 0, edges.size - 2)
+    inside = (diameters >= edges[0]) & (diameters <= edges[-1])
+    total = weight = 0.0
+    for k in range(edges.size - 1):
+        sel = inside & (stratum == k)
+        pairs = float((positive & sel).sum()) * float((~positive & sel).sum())
+        if pairs > 0:
+            total += roc_auc(scores[sel], positive[sel]) * pairs
+            weight += pairs
+    return total / weight if weight > 0 else float("nan")
+
+
 def pore_auc_rows(table: pd.DataFrame, method: str, realization: str, sigma_um: float) -> list[dict]:
     """ROC AUC rows of one per-pore trust table: spurious (``matched_gt_label == 0``) vs matched.
 
     Scores are oriented so that a high score means "suspect": the residual and disagreement means
-    as they are, and 1 − trust.
+    as they are, and 1 − trust. A baseline that needs no map, the pore's smallness (map
+    ``size_baseline``, score −diameter), is given beside them: spurious pores are mostly small, so
+    a map is only useful where it beats that.
     """
     for column in ("matched_gt_label", "residual_mean", "disagreement_mean", "trust"):
         if column not in table.columns:
@@ -88,6 +121,13 @@ def pore_auc_rows(table: pd.DataFrame, method: str, realization: str, sigma_um: 
         score = score.to_numpy(dtype=np.float64)
         n = int(np.isfinite(score).sum())
         rows.append(_row(method, realization, sigma_um, "roc_auc_spurious", name, roc_auc(score, spurious), n))
+        if "diameter_um" in table.columns:
+            within = size_stratified_auc(score, spurious, table["diameter_um"])
+            rows.append(_row(method, realization, sigma_um, "roc_auc_spurious_within_size", name, within, n))
+    if "diameter_um" in table.columns:
+        smallness = -table["diameter_um"].to_numpy(dtype=np.float64)
+        rows.append(_row(method, realization, sigma_um, "roc_auc_spurious", "size_baseline",
+                         roc_auc(smallness, spurious), int(np.isfinite(smallness).sum())))
     rows.append(_row(method, realization, sigma_um, "spurious_pores_scored", "", float(spurious.sum()), len(table)))
     return rows
 
