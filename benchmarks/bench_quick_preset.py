@@ -30,7 +30,7 @@ import harness  # noqa: E402
 
 NAME = "quick_preset"
 TITLE = "Quick preset end to end"
-DEFAULTS = {"cores": 2, "timeout_s": 3600, "quick_results": None, "target_s": 20 * 60}
+DEFAULTS = {"cores": 2, "timeout_s": 3000, "quick_results": None, "target_s": 20 * 60}
 
 
 def _opts(options):

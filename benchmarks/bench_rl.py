@@ -229,6 +229,8 @@ def run(workdir: Path, options: dict | None = None) -> dict:
         + (f"within 1e-3 beyond {check['band_for_1e-3']} voxels of the faces" if check["band_for_1e-3"] is not None
            else "above 1e-3 at every depth")
     )
+    row["check_short"] = (f"rel. diff {check['interior_max_rel_diff']:.1e} inside, "
+                          f"{check['max_rel_diff']:.1e} at the faces")
     equal = check["interior_max_rel_diff"] <= 1e-3
     row["met"] = bool(speedup is not None and speedup >= 3.0 and equal)
     if not row["met"]:

@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import importlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -103,6 +104,10 @@ def summary_table(rows: dict[str, dict]) -> str:
 def render(rows: dict[str, dict], machine: dict, started: str, total_s: float | None) -> str:
     cores = machine.get("cores")
     load = machine.get("load_average")
+    # the 1-minute load at the start and at the end of every row: the busiest moment of the run
+    ones = [x[0] for x in [load, *(r.get("load_average_end") for r in rows.values())] if x]
+    busiest = max(ones) if ones else None
+    noisy = bool(busiest and cores and busiest > 0.5 * cores)
     parts = [
         "# Benchmarks",
         "",
@@ -116,7 +121,8 @@ def render(rows: dict[str, dict], machine: dict, started: str, total_s: float | 
         f"- Python {machine.get('python')}, numpy {machine.get('numpy')}, scipy {machine.get('scipy')}, "
         f"torch {machine.get('torch')}, scikit-image {machine.get('skimage')}, porespy {machine.get('porespy')}, "
         f"MONAI {machine.get('monai')}, itk {machine.get('itk')}, snakemake {machine.get('snakemake')}",
-        f"- Load average when the run started: {load}",
+        f"- Load average (1, 5, 15 min) when the run started: {load}; highest 1-minute load seen at a row's end: "
+        f"{busiest}" + (f" ({machine['load_note']})" if machine.get("load_note") else ""),
         "",
         "## Noise",
         "",
@@ -126,11 +132,12 @@ def render(rows: dict[str, dict], machine: dict, started: str, total_s: float | 
         "Ratios compare the two sides of one row, measured back to back on the same machine in the "
         "same run; absolute times are not comparable across machines or runs. "
         + (
-            f"This run's machine had {cores} cores shared with other work (load average {load} at the start), "
-            "so the times are noisy (repeated runs of one side spread by tens of percent); "
-            "re-run `make bench` on a quiet machine for final numbers."
-            if load and cores and load[0] > 0.5 * cores
-            else "The machine was quiet at the start of the run."
+            f"This run's machine had {cores} cores shared with other work (1-minute load up to {busiest}), "
+            "so the times are noisy: repeated runs of one side spread by tens of percent, and whole ratios moved "
+            "by up to 2× between runs (benchmarks/NOTES.md lists them); re-run `make bench` on a quiet machine "
+            "for final numbers."
+            if noisy
+            else "The machine stayed quiet through the run (1-minute load at most half the cores)."
         ),
         "Peak memory is each subprocess's own high-water mark (`VmHWM`), inputs and interpreter "
         "included; 'after loading inputs' is its resident set just before the warm-up.",
@@ -138,6 +145,8 @@ def render(rows: dict[str, dict], machine: dict, started: str, total_s: float | 
         "## Summary",
         "",
         summary_table(rows),
+        "",
+        "What is slow where a target is missed, with profiles and the fixes proposed: `benchmarks/NOTES.md`.",
         "",
         "## Rows",
         "",
@@ -155,6 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-quick", action="store_true", help="do not run the quick preset")
     parser.add_argument("--quick-results", type=Path, default=None, help="a finished quick run's directory to read")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from results.json")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, one run, written under WORKDIR/smoke (checks the scripts; measures nothing)")
     args = parser.parse_args(argv)
@@ -167,6 +177,11 @@ def main(argv=None) -> int:
         if not args.quick_results:
             args.skip_quick = True
 
+    if args.render:
+        saved = json.loads(results_json.read_text())
+        results_md.write_text(render(saved["rows"], saved["machine"], saved["started"], saved.get("total_s")))
+        print(f"[run_all] rewrote {results_md} from {results_json}")
+        return 0
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     machine = harness.machine_info()
     rows: dict[str, dict] = {}
@@ -192,6 +207,10 @@ def main(argv=None) -> int:
             row = {"name": name, "title": getattr(module, "TITLE", name), "error": f"{type(exc).__name__}: {exc}"}
             traceback.print_exc()
         row["row_seconds"] = round(time.perf_counter() - t_row, 1)
+        try:
+            row["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        except OSError:
+            pass
         row["measured"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
         rows[name] = row
         print(f"[run_all] {name}: {row['row_seconds']} s, ratio {_fmt_ratio(row.get('ratio'))}, met {row.get('met')}",

@@ -75,14 +75,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+SYSTEM_CONF_DIR = Path("/etc/slurm")
+BACKUP_SUFFIX = ".resrecover-test-backup"
+
+
 @dataclass
 class LocalSlurm:
     root: Path
     procs: list = field(default_factory=list)
+    installed: list = field(default_factory=list)
 
     @property
     def env(self) -> dict:
         return dict(os.environ, SLURM_CONF=str(self.root / "slurm.conf"))
+
+    def _install_system_config(self) -> None:
+        """Also put the config at Slurm's compiled-in path: srun inside a batch job (Snakemake's job
+        step) does not see SLURM_CONF and would otherwise look for a config server in DNS. Any
+        existing file is kept aside and put back by :meth:`stop`."""
+        SYSTEM_CONF_DIR.mkdir(parents=True, exist_ok=True)
+        for name in ("slurm.conf", "gres.conf"):
+            target = SYSTEM_CONF_DIR / name
+            if target.exists() or target.is_symlink():
+                target.rename(target.with_name(name + BACKUP_SUFFIX))
+            shutil.copy(self.root / name, target)
+            self.installed.append(target)
+
+    def _restore_system_config(self) -> None:
+        for target in self.installed:
+            target.unlink(missing_ok=True)
+            backup = target.with_name(target.name + BACKUP_SUFFIX)
+            if backup.exists() or backup.is_symlink():
+                backup.rename(target)
+        self.installed.clear()
 
     def start(self, timeout: float = 60) -> "LocalSlurm":
         root = self.root
@@ -108,6 +133,7 @@ class LocalSlurm:
                 slurmd_port=_free_port(),
             )
         )
+        self._install_system_config()
         self._spawn(
             [
                 "munged", "--foreground", "--force",
@@ -160,3 +186,4 @@ class LocalSlurm:
                     proc.kill()
                     proc.wait()
         self.procs.clear()
+        self._restore_system_config()

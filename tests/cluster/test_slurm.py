@@ -34,9 +34,11 @@ def slurm(tmp_path_factory):
     ensure_installed()
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm")).start()
     yield cluster
+    started = list(cluster.procs)
     cluster.stop()
-    for name, proc in cluster.procs:
-        assert proc.poll() is not None, f"{name} still running"
+    for name, proc in started:
+        assert proc.poll() is not None, f"{name} still running after stop()"
+    assert not (Path("/etc/slurm") / "slurm.conf").exists() or not cluster.installed
 
 
 def test_test_preset_through_the_slurm_profile(slurm, tmp_path):
