@@ -62,11 +62,13 @@ def prepare(workdir: Path, options: dict) -> dict[str, Path]:
     o = _opts(options)
     workdir = Path(workdir)
     shape = _shape(o)
+    arch = o["architecture"]
+    tag = "s{n_slices}c{base_channels}d{depth}e{extra_convs}{bn}".format(**arch, bn="bn" if arch["batch_norm"] else "")
     paths = {
         "input": workdir / f"ooc_input_{'x'.join(map(str, shape))}.h5",
         "small": workdir / "ooc_input_small.h5",
-        "weights": workdir / "ooc_model.safetensors",
-        "settings": workdir / "ooc_model.json",
+        "weights": workdir / f"ooc_model_{tag}.safetensors",
+        "settings": workdir / f"ooc_model_{tag}.json",
     }
     from resrecover.io import write_volume
 

@@ -86,9 +86,11 @@ def test_killed_run_resumes_to_the_same_outputs_and_runs_are_deterministic(first
         if proc.poll() is not None:
             break
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # a power cut: Snakemake gets no chance to clean up
     proc.wait()
     assert not (workdir / "results" / "tables" / "pores_summary.csv").exists(), "the run finished before the kill"
+    # after a hard kill Snakemake's directory lock is stale: `--unlock` is the documented recovery
+    run_snakemake("--unlock", "--configfile", TEST_CONFIG, "--directory", workdir)
     run_snakemake("--cores", "2", "--configfile", TEST_CONFIG, "--directory", workdir)
 
     for rel in expected_outputs(TEST_CONFIG):
