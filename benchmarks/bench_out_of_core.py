@@ -40,10 +40,11 @@ DEFAULTS = {
     "architecture": {"n_slices": 3, "base_channels": 2, "depth": 1, "extra_convs": 0, "batch_norm": False},
     "inference": {"tile_px": 128, "overlap_px": 16, "blending": "triangular", "batch_size": 8},
     "voxel_size_um": 3.2,
+    "volume_factor": 2.0,  # volume size / budget
 }
 
 #: tiny sizes for `run_all.py --smoke` (checks that the script works, measures nothing)
-SMOKE = {"budget_gb": 0.004, "slice_px": 256}
+SMOKE = {"budget_gb": 0.045, "slice_px": 256, "volume_factor": 0.2}
 
 
 def _opts(options):
@@ -52,7 +53,7 @@ def _opts(options):
 
 def _shape(o) -> tuple[int, int, int]:
     plane = o["slice_px"] ** 2 * 4
-    return (math.ceil(2 * o["budget_gb"] * 1e9 / plane), o["slice_px"], o["slice_px"])
+    return (math.ceil(o["volume_factor"] * o["budget_gb"] * 1e9 / plane), o["slice_px"], o["slice_px"])
 
 
 def prepare(workdir: Path, options: dict) -> dict[str, Path]:
