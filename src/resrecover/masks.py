@@ -46,3 +46,20 @@ def fov_mask(config: dict, shape: tuple[int, int, int] | None = None) -> np.ndar
     shape = tuple(shape or config["volume_shape"])
     radius_vox = min(fov_radius_um(config) / config["voxel_size_um"], (min(shape[1:]) - 1) / 2)
     return np.broadcast_to(disc_mask(shape[1:], radius_vox), shape).copy()
+
+
+def checked_mask(mask, shape: tuple[int, int, int], error: type[Exception] = ValueError) -> np.ndarray:
+    """``mask`` broadcast to ``shape`` as a contiguous boolean array (all True when None).
+
+    Raises ``error`` with a one-line message when it does not fit ``shape`` or selects no voxel.
+    """
+    if mask is None:
+        return np.ones(shape, dtype=bool)
+    mask = np.asarray(mask, dtype=bool)
+    try:
+        mask = np.broadcast_to(mask, shape)
+    except ValueError:
+        raise error(f"mask: shape {mask.shape} does not fit the volume shape {shape}") from None
+    if not mask.any():
+        raise error("mask: selects no voxel; expected the reconstructable FOV")
+    return np.ascontiguousarray(mask)

@@ -31,6 +31,8 @@ divided by the fitted scale); for DeepNet ``loss = w1·loss_intermediate + w2·l
 
 from __future__ import annotations
 
+from resrecover.masks import checked_mask
+
 import contextlib
 import copy
 import csv
@@ -97,17 +99,6 @@ def _as_volume(volume, name: str) -> tuple[np.ndarray, str | None]:
     return array, None
 
 
-def _as_mask(mask, shape: tuple[int, int, int]) -> np.ndarray:
-    if mask is None:
-        return np.ones(shape, dtype=bool)
-    mask = np.asarray(mask, dtype=bool)
-    try:
-        mask = np.broadcast_to(mask, shape)
-    except ValueError:
-        raise TrainingError(f"mask: shape {mask.shape} does not fit the volumes' shape {shape}") from None
-    if not mask.any():
-        raise TrainingError("mask: the FOV mask selects no voxel")
-    return np.ascontiguousarray(mask)
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -564,7 +555,7 @@ def train_model(
         raise TrainingError(
             f"hres: shape {y_raw.shape} differs from the lres shape {x_raw.shape}; expected the same grid"
         )
-    fov = _as_mask(mask, x_raw.shape)
+    fov = checked_mask(mask, x_raw.shape, error=TrainingError)
     block = copy.deepcopy(config[method])
     iterations = int(block["iterations"])
     checkpoint_every = int(block["checkpoint_every"])

@@ -54,6 +54,8 @@ itself). κ is measured on the overlap too (the resampled scan's noise is far fr
 
 from __future__ import annotations
 
+from resrecover.masks import checked_mask
+
 import logging
 import math
 from pathlib import Path
@@ -144,17 +146,6 @@ def _check_volume(volume, name: str) -> np.ndarray:
     return volume
 
 
-def _check_mask(mask, shape) -> np.ndarray:
-    if mask is None:
-        return np.ones(shape, dtype=bool)
-    mask = np.asarray(mask, dtype=bool)
-    try:
-        mask = np.broadcast_to(mask, shape)
-    except ValueError:
-        raise TrustError(f"mask: shape {mask.shape} does not fit the volume shape {shape}") from None
-    if not mask.any():
-        raise TrustError("mask: selects no voxel; expected the reconstructable FOV")
-    return np.ascontiguousarray(mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +200,7 @@ def noise_level_map(volume, mask=None, block_vox: int = 16) -> np.ndarray:
     block centres. Multiply by :func:`noise_correlation_factor` for correlated noise.
     """
     volume = _check_volume(volume, "volume")
-    mask = _check_mask(mask, volume.shape)
+    mask = checked_mask(mask, volume.shape, error=TrustError)
     block = int(block_vox)
     if block < 2:
         raise TrustError(f"noise block of {block_vox} voxels; expected at least 2")
@@ -253,7 +244,7 @@ def noise_correlation_factor(noise_only, mask=None) -> float:
     input minus its re-degraded ground truth (simulations) or an air region inside the FOV.
     """
     noise_only = _check_volume(noise_only, "noise_only")
-    mask = _check_mask(mask, noise_only.shape)
+    mask = checked_mask(mask, noise_only.shape, error=TrustError)
     values = noise_only[mask]
     full = MAD_TO_STD * float(np.median(np.abs(values - np.median(values))))
     band = haar_finest_band(noise_only)[mask[1:, 1:, 1:] & mask[:-1, :-1, :-1]]
@@ -318,7 +309,7 @@ def residual_map(
         raise TrustError(f"voxel_size_um = {voxel_size_um}; expected a positive voxel size in µm")
     if not noise_correlation > 0:
         raise TrustError(f"noise_correlation = {noise_correlation}; expected a positive factor")
-    mask = _check_mask(mask, lres.shape)
+    mask = checked_mask(mask, lres.shape, error=TrustError)
     sigma_d_um = degradation_sigma_um(blur_sigma_um, target_sigma_um)
     window = float(window_um) if window_um else sigma_d_um
     block_vox = max(2, int(round(float(noise_block_um) / voxel_size_um)))
@@ -360,7 +351,7 @@ def disagreement_map(members, mask=None) -> np.ndarray:
         var += np.square(m - mean)
     out = np.sqrt(var / (len(stack) - 1)).astype(np.float32)
     if mask is not None:
-        out[~_check_mask(mask, shape)] = np.nan
+        out[~checked_mask(mask, shape, error=TrustError)] = np.nan
     return out
 
 
