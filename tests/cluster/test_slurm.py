@@ -53,6 +53,8 @@ def test_test_preset_through_the_slurm_profile(slurm, tmp_path):
         "--slurm-status-command", "squeue",
         "--slurm-no-account",
         "--slurm-init-seconds-before-status-checks", "5",
+        # the plugin deletes the logs of successful jobs by default; keep them as proof of submission
+        "--slurm-keep-successful-logs",
         "--jobs", "4",
         check=False,
         timeout=1500,
@@ -63,5 +65,7 @@ def test_test_preset_through_the_slurm_profile(slurm, tmp_path):
     assert "executor slurm" in proc.stdout.lower() or "slurm" in proc.stdout.lower()
     missing = [p for p in expected_outputs(REPO / "tests" / "config" / "test.yaml") if not (workdir / p).is_file() or (workdir / p).stat().st_size == 0]
     assert not missing, f"missing outputs after the Slurm run: {missing[:10]}"
-    # jobs really went through Slurm: the plugin leaves one log folder per rule
-    assert any((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+    # jobs really went through Slurm: each got a Slurm job id and left its Slurm log
+    assert "slurm jobid" in proc.stdout.lower(), proc.stdout[-4000:]
+    slurm_logs = list((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert slurm_logs, "no Slurm job logs under .snakemake/slurm_logs"
