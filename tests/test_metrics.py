@@ -95,6 +95,31 @@ def test_ssim_streaming_is_independent_of_the_slab_size(monkeypatch):
     np.testing.assert_allclose(maps[0], maps[2], atol=1e-6)
 
 
+def test_threaded_ssim_equals_one_pass(monkeypatch):
+    """Splitting the map into z-parts on threads (with halos) gives bit-identical maps and means."""
+    import resrecover.evaluate.metrics as metrics
+
+    rng = np.random.default_rng(3)
+    a = ndi.gaussian_filter(rng.random((150, 40, 36)), 1.5).astype(np.float32)
+    b = (a + 0.05 * rng.standard_normal(a.shape)).astype(np.float32)
+    maps, means = [], []
+    for workers in (1, 2, 3):
+        result = np.full(a.shape, np.nan, np.float32)
+
+        def store(z0, ssim, result=result):
+            result[z0 : z0 + ssim.shape[0]] = ssim
+
+        metrics._for_each_ssim_chunk(a, b, 1.0, 7, False, True, store, workers=workers)
+        maps.append(result)
+        monkeypatch.setattr(metrics, "_default_workers", lambda workers=workers: workers)
+        means.append(ssim_3d(a, b, 1.0))
+    assert not np.isnan(maps[0]).any()
+    for other in maps[1:]:
+        np.testing.assert_array_equal(maps[0], other)
+    assert means[0] == means[1] == means[2]
+    assert abs(means[0] - structural_similarity(a, b, data_range=1.0, win_size=7)) < 1e-6
+
+
 def test_masked_metrics_average_inside_the_mask():
     a, b = PAIRS["structured"]()
     mask = np.zeros(a.shape, bool)

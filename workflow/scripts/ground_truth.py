@@ -1,4 +1,4 @@
-"""Rule ground_truth: phantom → FDK of the noiseless, unblurred scan.n_projections_ground_truth-view scan."""
+"""Rule ground_truth: phantom → FDK of a noiseless, unblurred scan at scan.n_projections_ground_truth views."""
 
 from resrecover.config import config_hash
 from resrecover.ct import ground_truth_file

@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
 from .. import ResrecoverError
+from ..parallel import usable_cores
 
 K1 = 0.01
 K2 = 0.03
 #: voxels per z-slab streamed through the SSIM computation (a few planes; tuned on 128³-256³)
 _SLAB_VOXELS = 1 << 18
+# z-parts of the uniform-window SSIM computed at once on threads (memory-bound: more rarely helps)
+_MAX_SSIM_THREADS = 4
 #: Gaussian window of scikit-image's ``gaussian_weights=True``: σ 1.5 px truncated at 3.5 σ (11 taps).
 GAUSSIAN_SIGMA_PX = 1.5
 GAUSSIAN_TRUNCATE = 3.5
@@ -241,15 +245,18 @@ def _centre(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _uniform_ssim_chunks(
-    a: np.ndarray, b: np.ndarray, data_range: float, w: int, sample_covariance: bool
+    a: np.ndarray, b: np.ndarray, data_range: float, w: int, sample_covariance: bool, offset: float
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(z0, ssim[z0:z0+len])`` for consecutive slabs of the SSIM map with a uniform window."""
+    """Yield ``(z0, ssim[z0:z0+len])`` for consecutive slabs of the SSIM map with a uniform window.
+
+    ``offset`` is the value the squares are centred on (:func:`_centre` of the whole pair, so that
+    every z-part of a threaded run uses the same one).
+    """
     nz, ny, nx = a.shape
     r = w // 2
     n_window = float(w**3)
     cov_norm = n_window / (n_window - 1) if sample_covariance else 1.0
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
-    offset = _centre(a, b)
 
     # a few planes per slab: enough to amortize numpy call overheads and the 2r-plane z halo, few
     # enough to stay in cache
@@ -349,16 +356,32 @@ def _gaussian_ssim_chunks(
     yield 0, _ssim_from_sums(zs, zd, zss, zdd, 1.0, offset, c1, c2, cov_norm, out)
 
 
-def _ssim_chunks(a, b, data_range, window_px, gaussian, sample_covariance):
+def _window_side(window_px, gaussian: bool) -> int:
+    if gaussian:
+        return 2 * int(GAUSSIAN_TRUNCATE * GAUSSIAN_SIGMA_PX + 0.5) + 1
+    win = int(window_px)
+    if win < 3 or win % 2 == 0:
+        raise MetricError(f"window_px = {window_px}; expected an odd window of at least 3 voxels")
+    return win
+
+
+def _default_workers() -> int:
+    return usable_cores(_MAX_SSIM_THREADS)
+
+
+def _for_each_ssim_chunk(a, b, data_range, window_px, gaussian, sample_covariance, consume, workers=None):
+    """Call ``consume(z0, ssim_slab)`` for every z-slab of the SSIM map; return the window side and
+    the list of ``consume``'s return values.
+
+    The uniform window's map is computed in up to ``workers`` z-parts on threads (numpy's ufuncs
+    release the GIL, and scikit-image's filters run on one core): each part reads ``r`` planes of
+    halo beyond its ends and keeps only its own planes, so the map is the same as in one pass
+    (every part centres on the same offset). ``consume`` must be safe to call from several threads
+    for disjoint slabs; the values are returned in z order, so sums over them are deterministic.
+    """
     if a.ndim != 3:
         raise MetricError(f"SSIM needs 3D volumes; got shape {a.shape}")
-    if gaussian:
-        radius = int(GAUSSIAN_TRUNCATE * GAUSSIAN_SIGMA_PX + 0.5)
-        win = 2 * radius + 1
-    else:
-        win = int(window_px)
-        if win < 3 or win % 2 == 0:
-            raise MetricError(f"window_px = {window_px}; expected an odd window of at least 3 voxels")
+    win = _window_side(window_px, gaussian)
     if min(a.shape) < win:
         raise MetricError(
             f"volume shape {a.shape} is smaller than the {win}-voxel SSIM window; expected every side ≥ {win}"
@@ -367,9 +390,31 @@ def _ssim_chunks(a, b, data_range, window_px, gaussian, sample_covariance):
         chunks = _gaussian_ssim_chunks(
             a, b, data_range, GAUSSIAN_SIGMA_PX, GAUSSIAN_TRUNCATE, sample_covariance, n_for_cov=float(win**3)
         )
-    else:
-        chunks = _uniform_ssim_chunks(a, b, data_range, win, sample_covariance)
-    return win, chunks
+        return win, [consume(z0, ssim) for z0, ssim in chunks]
+
+    nz, r = a.shape[0], win // 2
+    offset = _centre(a, b)
+    workers = _default_workers() if workers is None else max(1, int(workers))
+    # parts much thinner than the halo would mostly recompute it
+    n_parts = max(1, min(workers, nz // max(8 * win, 1)))
+    bounds = [round(i * nz / n_parts) for i in range(n_parts + 1)]
+
+    def run_part(part: int) -> list:
+        lo, hi = bounds[part], bounds[part + 1]
+        start, stop = max(lo - r, 0), min(hi + r, nz)
+        results = []
+        for k0, ssim in _uniform_ssim_chunks(a[start:stop], b[start:stop], data_range, win, sample_covariance, offset):
+            z0 = start + k0
+            keep_lo, keep_hi = max(z0, lo), min(z0 + ssim.shape[0], hi)
+            if keep_hi > keep_lo:
+                results.append(consume(keep_lo, ssim[keep_lo - z0 : keep_hi - z0]))
+        return results
+
+    if n_parts == 1:
+        return win, run_part(0)
+    with ThreadPoolExecutor(max_workers=n_parts) as pool:
+        parts = list(pool.map(run_part, range(n_parts)))
+    return win, [value for part in parts for value in part]
 
 
 def ssim_map_3d(
@@ -392,10 +437,12 @@ def ssim_map_3d(
     """
     data_range = _check_data_range(data_range)
     a, b, _ = _as_pair(a, b)
-    _, chunks = _ssim_chunks(a, b, data_range, window_px, gaussian, sample_covariance)
     result = np.empty(a.shape, np.float32)
-    for z0, ssim in chunks:
+
+    def store(z0: int, ssim: np.ndarray) -> None:
         result[z0 : z0 + ssim.shape[0]] = ssim
+
+    _for_each_ssim_chunk(a, b, data_range, window_px, gaussian, sample_covariance, store)
     return result
 
 
@@ -430,23 +477,23 @@ def ssim_3d(
     """
     data_range = _check_data_range(data_range)
     a, b, mask = _as_pair(a, b, mask)
-    win, chunks = _ssim_chunks(a, b, data_range, window_px, gaussian, sample_covariance)
-    pad = (win - 1) // 2
+    pad = (_window_side(window_px, gaussian) - 1) // 2
     nz, ny, nx = a.shape
     inner = (slice(pad, ny - pad), slice(pad, nx - pad))
-    total, count = 0.0, 0
-    for z0, ssim in chunks:
+
+    def partial_sum(z0: int, ssim: np.ndarray) -> tuple[float, int]:
         lo, hi = max(z0, pad), min(z0 + ssim.shape[0], nz - pad)
         if hi <= lo:
-            continue
+            return 0.0, 0
         block = ssim[lo - z0 : hi - z0][(slice(None), *inner)]
         if mask is None:
-            total += float(block.sum(dtype=np.float64))
-            count += block.size
-        else:
-            sel = mask[lo:hi][(slice(None), *inner)]
-            total += float(block[sel].sum(dtype=np.float64))
-            count += int(sel.sum())
+            return float(block.sum(dtype=np.float64)), block.size
+        sel = mask[lo:hi][(slice(None), *inner)]
+        return float(block[sel].sum(dtype=np.float64)), int(sel.sum())
+
+    _, partials = _for_each_ssim_chunk(a, b, data_range, window_px, gaussian, sample_covariance, partial_sum)
+    total = math.fsum(value for value, _ in partials)
+    count = sum(n for _, n in partials)
     if count == 0:
         raise MetricError(f"mask has no voxel farther than {pad} voxels from the volume faces; expected some")
     return total / count

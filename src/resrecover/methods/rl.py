@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -44,6 +43,7 @@ import numpy as np
 import scipy.fft
 
 from resrecover import ResrecoverError
+from resrecover.parallel import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def richardson_lucy_3d(
 
 
 def _iterate_numpy(data, otf, iterations, initial, filter_epsilon, workers) -> np.ndarray:
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cores()
     shape = data.shape
     estimate = data.copy() if initial == "input" else np.full(shape, np.float32(initial), dtype=np.float32)
 

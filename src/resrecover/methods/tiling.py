@@ -40,7 +40,9 @@ Streaming and memory
 ``sink[z0:z1] = block`` (an ndarray or an ``h5py.Dataset``). The z tile origins are processed in
 groups ("slabs") whose input spans at most ``slab_slices`` slices; after each slab the slices that
 no later tile touches are final and are written to ``sink``, and only the partial sums of the
-``tz - stride`` slices still to be touched are carried over. The buffers held at once are::
+``tz - stride`` slices still to be touched are carried over (moved to the front of the one
+accumulator, which is reused for every slab, as is the batch buffer). The buffers held at once are
+at most::
 
     bytes ~= 4 * (2 * slab_slices * Hp * Wp      # input slab + weighted-sum accumulator
                   + tz * Hp * Wp                 # carried-over partial sums
@@ -352,20 +354,30 @@ def _predict_once(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=n_tiles, unit="tile", desc="tiled inference", disable=not progress, mininterval=2.0)
-    carry = np.zeros((0, padded[1], padded[2]), dtype=np.float32)
     groups = _slab_groups(starts[0], tz, slab_slices)
+    # One accumulator and one batch buffer for the whole run, reused slab after slab: fresh
+    # volume-sized arrays per slab cost a page-faulting pass each (a profile showed 18% + 17%).
+    accumulator_buffer = np.zeros((max(g[-1] + tz - g[0] for g in groups), padded[1], padded[2]), np.float32)
+    batch_buffer = np.empty((runner.batch_size, tz, ty, tx), np.float32)
+    carried = 0  # leading slices of the accumulator that already hold the previous slab's tiles
     for index, group in enumerate(groups):
         z0, z1 = group[0], group[-1] + tz
         block = _read_padded(source, z0, z1, padded)
-        accumulator = np.zeros_like(block)
-        accumulator[: len(carry)] = carry
+        accumulator = accumulator_buffer[: z1 - z0]
+        accumulator[carried:] = 0.0
         items = [(z, y, x) for z in group for (y, x) in yx_origins]
         first = 0
         while first < len(items):
             chunk = items[first : first + runner.batch_size]  # the runner may have halved the batch
             first += len(chunk)
-            batch = np.stack([block[z - z0 : z - z0 + tz, y : y + ty, x : x + tx] for z, y, x in chunk])
-            prediction = runner(batch) * weights  # a new array: the predictor's output may be read-only
+            batch = batch_buffer[: len(chunk)]
+            for slot, (z, y, x) in enumerate(chunk):
+                batch[slot] = block[z - z0 : z - z0 + tz, y : y + ty, x : x + tx]
+            prediction = runner(batch)
+            if prediction.flags.writeable:
+                np.multiply(prediction, weights, out=prediction)
+            else:  # e.g. a read-only view of a tensor's memory
+                prediction = prediction * weights
             for (z, y, x), tile_prediction in zip(chunk, prediction):
                 accumulator[z - z0 : z - z0 + tz, y : y + ty, x : x + tx] += tile_prediction
             bar.update(len(chunk))
@@ -377,7 +389,9 @@ def _predict_once(
         write_end = min(z0 + done, nz)
         if write_end > z0:
             sink[z0:write_end] = final[: write_end - z0, :ny, :nx]
-        carry = accumulator[done:].copy()
+        # the unfinished tail moves to the front for the next slab (numpy copes with the overlap)
+        carried = len(accumulator) - done
+        accumulator_buffer[:carried] = accumulator[done:]
         del block, accumulator, final
     bar.close()
     return n_tiles
