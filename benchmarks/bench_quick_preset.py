@@ -77,27 +77,39 @@ def run_workflow(scratch: Path, cores: int, timeout_s: float) -> dict:
     return info
 
 
+_STEPS = r"^(\d+) of (\d+) steps"
+
+
+def _workflow_log(directory: Path) -> Path | None:
+    """The newest Snakemake log of a run that executed jobs (``make demo``'s report run has none)."""
+    import re
+
+    for log in sorted((directory / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True):
+        if re.search(_STEPS, log.read_text(errors="replace"), flags=re.M):
+            return log
+    return None
+
+
 def _wall_from_logs(directory: Path) -> float | None:
-    logs = sorted((directory / ".snakemake" / "log").glob("*.snakemake.log"))
-    if not logs:
+    log = _workflow_log(directory)
+    if log is None:
         return None
-    newest = logs[-1]
     try:
-        start = dt.datetime.strptime(newest.name.split(".")[0], "%Y-%m-%dT%H%M%S")
+        start = dt.datetime.strptime(log.name.split(".")[0], "%Y-%m-%dT%H%M%S")
     except ValueError:
         return None
-    end = dt.datetime.fromtimestamp(newest.stat().st_mtime)
+    end = dt.datetime.fromtimestamp(log.stat().st_mtime)
     return (end - start).total_seconds()
 
 
 def progress_from_logs(directory: Path) -> tuple[int, int] | None:
-    """(steps done, steps in all) from the newest Snakemake log's last "N of M steps" line."""
+    """(steps done, steps in all) from the last "N of M steps" line of the run's Snakemake log."""
     import re
 
-    logs = sorted((directory / ".snakemake" / "log").glob("*.snakemake.log"))
-    if not logs:
+    log = _workflow_log(directory)
+    if log is None:
         return None
-    found = re.findall(r"^(\d+) of (\d+) steps", logs[-1].read_text(errors="replace"), flags=re.M)
+    found = re.findall(_STEPS, log.read_text(errors="replace"), flags=re.M)
     return (int(found[-1][0]), int(found[-1][1])) if found else None
 
 

@@ -26,6 +26,8 @@ SPEC_COLUMNS = {
                       "n_spurious"],
     "gaussian_fit": ["method", "realization", "sigma_um", "blur_sigma_um", "mse"],
     "fsc": ["method", "realization", "sigma_um", "frequency", "fsc"],
+    "summary": ["method", "sigma_um", "ssim", "psnr_db", "n_pores", "recovery_pct", "n_matched", "n_spurious",
+                "porosity_error_pct", "sphericity_mean", "effective_sigma_um", "fsc_resolution_um"],
 }
 
 

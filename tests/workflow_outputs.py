@@ -5,7 +5,7 @@ from pathlib import Path
 from resrecover.config import load_config, sigma_tag
 
 TABLES = ["image_metrics", "gaussian_fit", "gaussian_fit_best", "fsc", "fsc_resolution", "pores_summary",
-          "pore_size_histogram"]
+          "pore_size_histogram", "summary"]
 FIGURES = ["fig1_training_pairs", "fig2_deepnet_train_vs_alternate", "fig3_image_metrics", "fig4_slice_grid",
            "fig5_pore_recovery", "fig6_pore_size_histograms", "fig7_sphericity", "fig8_msssim_maps",
            "fig9_gaussian_fit"]

@@ -90,6 +90,7 @@ TABLES = expand(
         "fsc_resolution",
         "pores_summary",
         "pore_size_histogram",
+        "summary",
     ],
 )
 FIGURE_NAMES = [

@@ -130,3 +130,23 @@ rule collect_pore_tables:
         bin_um=config["evaluation"]["histogram_bin_um"],
     script:
         "../scripts/collect_pore_tables.py"
+
+
+rule summary_table:
+    input:
+        image_metrics="results/tables/image_metrics.csv",
+        pores_summary="results/tables/pores_summary.csv",
+        gaussian_fit_best="results/tables/gaussian_fit_best.csv",
+        fsc_resolution="results/tables/fsc_resolution.csv",
+    output:
+        csv="results/tables/summary.csv",
+        markdown="results/tables/summary.md",
+    log:
+        "logs/summary_table.log",
+    localrule: True
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        realization="alternate",
+    script:
+        "../scripts/summary_table.py"
