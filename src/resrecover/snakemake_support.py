@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import traceback
 
@@ -18,6 +19,11 @@ def script_logging(snakemake):
     >>> with script_logging(snakemake):  # doctest: +SKIP
     ...     run_the_stage(...)
     """
+    # a script job may use its `threads:` (Snakemake sets OMP_NUM_THREADS for shell jobs only);
+    # resrecover.parallel.usable_cores reads it
+    threads = getattr(snakemake, "threads", None)
+    if isinstance(threads, int) and threads > 0 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     log_path = snakemake.log[0] if len(snakemake.log) else None
     if log_path is None:
         yield logging.getLogger("resrecover")
