@@ -45,7 +45,7 @@ def test_summary_joins_the_tables_of_one_realization(tmp_path):
     assert summary.loc[0, "recovery_pct"] == 90.0 and summary.loc[0, "fsc_resolution_um"] == 8.0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv"), summary)
     markdown = (tmp_path / "s.md").read_text().splitlines()
-    assert len(markdown) == 2 + len(summary) and markdown[2].startswith("| deepnet | 3 | 0.800 |")
+    assert len(markdown) == 2 + len(summary) + 2 and markdown[2].startswith("| deepnet | 3 | 0.800 |")
 
 
 def test_paper_ordering_is_checked_on_both_measures(tmp_path):
@@ -56,6 +56,8 @@ def test_paper_ordering_is_checked_on_both_measures(tmp_path):
     summary = write_summary(**worse, realization="alternate", csv_out=tmp_path / "b.csv", markdown_out=tmp_path / "b.md")
     assert paper_ordering(summary, 9) == {"recovery_pct": False, "ssim": False}
     assert "–" not in summary_markdown(summary)
+    summary.loc[0, "fsc_resolution_um"] = float("nan")  # an FSC that never crossed its threshold
+    assert summary_markdown(summary).splitlines()[2].endswith("| ≤ Nyquist |")
 
 
 def test_summary_errors_name_the_file(tmp_path):

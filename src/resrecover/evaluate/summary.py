@@ -101,7 +101,15 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary.itertuples(index=False):
         cells = ["–" if pd.isna(v) else f.format(v) for f, v in zip(formats, row)]
+        if pd.isna(row.fsc_resolution_um):  # the FSC never fell below its threshold
+            cells[-1] = "≤ Nyquist"
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Gaussian-fit σ: the blur of the ground truth that best matches the volume (0 = as sharp as the "
+        "target). FSC res.: 1 / the frequency where the FSC with the ground truth falls below 1/7; "
+        "'≤ Nyquist' where it stays above it up to the grid's Nyquist frequency (2 voxels).",
+    ]
     return "\n".join(lines) + "\n"
 
 
