@@ -371,7 +371,7 @@ def fmt_side(side: dict | None) -> str:
 
 
 def fmt_mem(side: dict | None) -> str:
-    if not side or "peak_rss_mb" not in side:
+    if not side or side.get("peak_rss_mb") is None:  # e.g. a reused quick run: not sampled
         return "–"
     text = f"{side['peak_rss_mb']:.0f} MB"
     if "baseline_rss_mb" in side:

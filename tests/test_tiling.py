@@ -197,6 +197,21 @@ def test_streaming_from_and_to_hdf5_equals_in_memory(volume, tmp_path):
     np.testing.assert_allclose(out3d.output, 2 * volume + 1, atol=1e-5)
 
 
+def test_read_only_source_and_padded_sink_give_the_same_sums(volume):
+    """The torch fast path (writable source, in-memory sink as accumulator) and the numpy fallbacks
+    (read-only source; a sink that needs padding is not its own accumulator) agree exactly."""
+    predictor = slice_mixing_predictor(5)
+    fast = predict_volume_25d(predictor, volume, tile_px=16, overlap_px=4, slab_slices=7, progress=False).output
+    frozen = volume.copy()
+    frozen.flags.writeable = False
+    slow = predict_volume_25d(predictor, frozen, tile_px=16, overlap_px=4, slab_slices=7, progress=False).output
+    np.testing.assert_array_equal(fast, slow)
+    odd = volume[:, :-3, :-5]  # padded to a multiple of 4: the accumulator is a separate buffer
+    padded = predict_volume_25d(predictor, odd, tile_px=16, overlap_px=4, size_multiple=4, slab_slices=7,
+                                progress=False).output
+    assert padded.shape == odd.shape and np.isfinite(padded).all()
+
+
 def test_memory_bound_formula_and_budget():
     nbytes = streaming_memory_bytes((1000, 1000), (5, 576, 576), slab_slices=36, batch_size=4)
     assert nbytes == 4 * (2 * 36 * 1000 * 1000 + 5 * 1000 * 1000 + 3 * 4 * 5 * 576 * 576)

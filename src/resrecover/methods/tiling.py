@@ -41,8 +41,8 @@ Streaming and memory
 groups ("slabs") whose input spans at most ``slab_slices`` slices; after each slab the slices that
 no later tile touches are final and are written to ``sink``, and only the partial sums of the
 ``tz - stride`` slices still to be touched are carried over (moved to the front of the one
-accumulator, which is reused for every slab, as is the batch buffer). The buffers held at once are
-at most::
+accumulator, which is reused for every slab, as is the batch buffer; an in-memory float32 sink of
+the padded shape is used as the accumulator itself). The buffers held at once are at most::
 
     bytes ~= 4 * (2 * slab_slices * Hp * Wp      # input slab + weighted-sum accumulator
                   + tz * Hp * Wp                 # carried-over partial sums
@@ -319,6 +319,47 @@ def _read_padded(source, z0: int, z1: int, padded_shape: tuple[int, int, int]) -
     return block
 
 
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _fill_batch(batch: np.ndarray, block: np.ndarray, origins) -> None:
+    """``batch[i] = block[origin_i + tile]`` (through torch's threaded copies where it can)."""
+    tz, ty, tx = batch.shape[1:]
+    torch = _torch()
+    if torch is None or not block.flags.writeable:  # torch cannot view read-only memory
+        for slot, (z, y, x) in enumerate(origins):
+            batch[slot] = block[z : z + tz, y : y + ty, x : x + tx]
+        return
+    source, target = torch.from_numpy(block), torch.from_numpy(batch)
+    for slot, (z, y, x) in enumerate(origins):
+        target[slot].copy_(source[z : z + tz, y : y + ty, x : x + tx])
+
+
+def _weighted_accumulate(accumulator: np.ndarray, prediction: np.ndarray, weights: np.ndarray, origins) -> None:
+    """``accumulator[origin + tile] += prediction[i] * weights`` for every tile, in place.
+
+    Through torch views of the same memory when torch is there: its in-place ops run on the
+    process's torch threads (2x on two cores), numpy's on one; the sums are the same.
+    """
+    tz, ty, tx = weights.shape
+    torch = _torch()
+    if torch is None:
+        np.multiply(prediction, weights, out=prediction)
+        for (z, y, x), tile in zip(origins, prediction):
+            accumulator[z : z + tz, y : y + ty, x : x + tx] += tile
+        return
+    acc = torch.from_numpy(accumulator)
+    pred = torch.from_numpy(prediction)
+    pred.mul_(torch.from_numpy(weights))
+    for (z, y, x), tile in zip(origins, pred):
+        acc[z : z + tz, y : y + ty, x : x + tx].add_(tile)
+
+
 def _slab_groups(starts: list[int], tile: int, slab_slices: int) -> list[list[int]]:
     """Consecutive z origins grouped so that each group's input spans at most ``slab_slices`` slices."""
     groups: list[list[int]] = []
@@ -355,15 +396,24 @@ def _predict_once(
 
     bar = tqdm(total=n_tiles, unit="tile", desc="tiled inference", disable=not progress, mininterval=2.0)
     groups = _slab_groups(starts[0], tz, slab_slices)
-    # One accumulator and one batch buffer for the whole run, reused slab after slab: fresh
-    # volume-sized arrays per slab cost a page-faulting pass each (a profile showed 18% + 17%).
-    accumulator_buffer = np.zeros((max(g[-1] + tz - g[0] for g in groups), padded[1], padded[2]), np.float32)
+    # An in-memory float32 sink that needs no padding is its own accumulator: tiles are summed
+    # straight into it and normalised in place, which saves a volume-sized buffer and a copy.
+    # Otherwise one accumulator and one batch buffer serve the whole run, reused slab after slab
+    # (fresh volume-sized arrays per slab cost a page-faulting pass each).
+    direct = (
+        isinstance(sink, np.ndarray)
+        and sink.dtype == np.float32
+        and sink.flags.c_contiguous
+        and tuple(sink.shape) == padded
+    )
+    if not direct:
+        accumulator_buffer = np.zeros((max(g[-1] + tz - g[0] for g in groups), padded[1], padded[2]), np.float32)
     batch_buffer = np.empty((runner.batch_size, tz, ty, tx), np.float32)
     carried = 0  # leading slices of the accumulator that already hold the previous slab's tiles
     for index, group in enumerate(groups):
         z0, z1 = group[0], group[-1] + tz
         block = _read_padded(source, z0, z1, padded)
-        accumulator = accumulator_buffer[: z1 - z0]
+        accumulator = sink[z0:z1] if direct else accumulator_buffer[: z1 - z0]
         accumulator[carried:] = 0.0
         items = [(z, y, x) for z in group for (y, x) in yx_origins]
         first = 0
@@ -371,27 +421,24 @@ def _predict_once(
             chunk = items[first : first + runner.batch_size]  # the runner may have halved the batch
             first += len(chunk)
             batch = batch_buffer[: len(chunk)]
-            for slot, (z, y, x) in enumerate(chunk):
-                batch[slot] = block[z - z0 : z - z0 + tz, y : y + ty, x : x + tx]
+            _fill_batch(batch, block, [(z - z0, y, x) for z, y, x in chunk])
             prediction = runner(batch)
-            if prediction.flags.writeable:
-                np.multiply(prediction, weights, out=prediction)
-            else:  # e.g. a read-only view of a tensor's memory
-                prediction = prediction * weights
-            for (z, y, x), tile_prediction in zip(chunk, prediction):
-                accumulator[z - z0 : z - z0 + tz, y : y + ty, x : x + tx] += tile_prediction
+            if not prediction.flags.writeable:  # e.g. a read-only view of a tensor's memory
+                prediction = prediction.copy()
+            _weighted_accumulate(accumulator, prediction, weights, [(z - z0, y, x) for z, y, x in chunk])
             bar.update(len(chunk))
         # Slices before the next group's first origin receive no more tiles: they are final.
         done = (groups[index + 1][0] if index + 1 < len(groups) else z1) - z0
         final = accumulator[:done]
         final *= (1.0 / sums[0][z0 : z0 + done]).astype(np.float32)[:, None, None]
         final *= norm_yx
-        write_end = min(z0 + done, nz)
-        if write_end > z0:
-            sink[z0:write_end] = final[: write_end - z0, :ny, :nx]
-        # the unfinished tail moves to the front for the next slab (numpy copes with the overlap)
         carried = len(accumulator) - done
-        accumulator_buffer[:carried] = accumulator[done:]
+        if not direct:
+            write_end = min(z0 + done, nz)
+            if write_end > z0:
+                sink[z0:write_end] = final[: write_end - z0, :ny, :nx]
+            # the unfinished tail moves to the front for the next slab (numpy copes with the overlap)
+            accumulator_buffer[:carried] = accumulator[done:]
         del block, accumulator, final
     bar.close()
     return n_tiles
