@@ -118,12 +118,11 @@ def side_peer(workdir: Path, options: dict) -> dict:
 
 
 def side_profile(workdir: Path, options: dict) -> dict:
-    """Where ours spends its time: the stages of its recipe, each timed alone on one thread with the
-    package's own helpers (crop margin, kernel, mesh sums) and the public calls it makes.
+    """Where ours spends its time: the stages of its recipe, each timed alone with the package's
+    own helpers (crop margin, kernel, mesh sums) and the public calls it makes.
 
     Per pore: crop of the bounding box + margin, Gaussian smoothing (three ``correlate1d``),
     ``skimage.measure.marching_cubes``, mesh area and volume; once: ``bincount`` and ``find_objects``.
-    ``pore_table`` is timed whole on one thread and with its default threads.
     """
     import numpy as np
     from scipy import ndimage as ndi
@@ -132,7 +131,6 @@ def side_profile(workdir: Path, options: dict) -> dict:
     from resrecover.evaluate.pores import (
         SURFACE_SMOOTHING_VOX,
         _crop_margin,
-        _default_workers,
         _gaussian_kernel,
         _mesh_area_volume,
         pore_table,
@@ -145,11 +143,8 @@ def side_profile(workdir: Path, options: dict) -> dict:
     pore_table(labels[:48], o["voxel_size_um"])  # warm-up
     t = {}
     t0 = time.perf_counter()
-    pore_table(labels, o["voxel_size_um"], workers=1)
-    t["pore_table (whole, 1 thread)"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
     pore_table(labels, o["voxel_size_um"])
-    threaded = time.perf_counter() - t0
+    t["pore_table (whole)"] = time.perf_counter() - t0
     stages = {}
     t0 = time.perf_counter()
     counts = np.bincount(labels.ravel())
@@ -181,12 +176,11 @@ def side_profile(workdir: Path, options: dict) -> dict:
     for verts, faces in meshes:
         _mesh_area_volume(verts, faces)
     stages["mesh area + volume"] = time.perf_counter() - t0
-    whole = t["pore_table (whole, 1 thread)"]
-    lines = [f"{'pore_table (whole, 1 thread)':30s} {whole:7.3f} s  100.0%"]
+    whole = t["pore_table (whole)"]
+    lines = [f"{'pore_table (whole)':30s} {whole:7.3f} s  100.0%"]
     lines += [f"{k:30s} {v:7.3f} s  {100 * v / whole:5.1f}%" for k, v in stages.items()]
     rest = whole - sum(stages.values())
     lines.append(f"{'rest (centroids, table, ...)':30s} {rest:7.3f} s  {100 * rest / whole:5.1f}%")
-    lines.append(f"{'pore_table, ' + str(_default_workers()) + ' threads':30s} {threaded:7.3f} s")
     n_faces = sum(len(faces) for _, faces in meshes)
     lines.append(f"{len(crops)} pores, {sum(c.size for c in crops) / 1e6:.1f} M crop voxels, {n_faces / 1e6:.2f} M faces")
     return {"profile": "\n".join(lines), "times_s": [whole], "median_s": whole}

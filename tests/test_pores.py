@@ -88,14 +88,6 @@ def test_known_spheres_count_porosity_sphericity(lattice):
     assert table["sphericity"].max() <= 1.0
 
 
-def test_pore_table_does_not_depend_on_the_thread_count(lattice):
-    _, _, _, truth = lattice
-    one = pore_table(truth, voxel_size_um=2.0, workers=1)
-    three = pore_table(truth, voxel_size_um=2.0, workers=3)
-    assert len(one) == int(truth.max()) > 1
-    pd.testing.assert_frame_equal(one, three, check_exact=True)
-
-
 def test_pore_table_geometry_in_micrometres():
     voxel = 2.5
     centre = (3.3, -4.2, 6.7)  # voxels from the grid centre

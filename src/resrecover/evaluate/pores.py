@@ -8,7 +8,6 @@ CT_CONVENTIONS §0 and the phantom's sphere table).
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from .. import ResrecoverError
-from ..parallel import usable_cores
 
 #: Columns of :func:`pore_table`.
 PORE_COLUMNS = [
@@ -45,8 +43,6 @@ SUMMARY_KEYS = [
 
 # Smoothing of each pore's binary mask before marching cubes (voxels), see pore_table.
 SURFACE_SMOOTHING_VOX = 0.7
-# pores measured at once on threads
-_MAX_PORE_THREADS = 4
 
 
 class PoreError(ResrecoverError):
@@ -84,11 +80,16 @@ def _mesh_area_volume(verts: np.ndarray, faces: np.ndarray) -> tuple[float, floa
     volume sum is well conditioned; float32 products, float64 sums.
     """
     tri = verts[faces]  # (F, 3 corners, 3 coordinates)
-    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    # |(b - a) × (c - a)| / 2 is a triangle's area, a·(b × c) / 6 its signed cone volume
-    normal = np.cross(b - a, c - a)
-    area = 0.5 * np.sqrt(np.einsum("ij,ij->i", normal, normal)).sum(dtype=np.float64)
-    cone = np.einsum("ij,ij->i", a, np.cross(b, c)).sum(dtype=np.float64) / 6.0
+    a = tri[:, 0]
+    u = tri[:, 1] - a
+    v = tri[:, 2] - a
+    # n = u × v: |n| / 2 is a triangle's area, and a·(b × c) = a·n (the a×· terms vanish), so the
+    # signed cone volume a·(b × c) / 6 needs no second cross product
+    nx = u[:, 1] * v[:, 2] - u[:, 2] * v[:, 1]
+    ny = u[:, 2] * v[:, 0] - u[:, 0] * v[:, 2]
+    nz = u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]
+    area = 0.5 * np.sqrt(nx * nx + ny * ny + nz * nz).sum(dtype=np.float64)
+    cone = (a[:, 0] * nx + a[:, 1] * ny + a[:, 2] * nz).sum(dtype=np.float64) / 6.0
     return float(area), abs(float(cone))
 
 
@@ -158,15 +159,10 @@ def pore_surface_um2(mask: np.ndarray, voxel_size_um: float, smoothing_vox: floa
     return float(_rescaled_area(area, mesh_volume, float(np.count_nonzero(mask)))) * float(voxel_size_um) ** 2
 
 
-def _default_workers() -> int:
-    return usable_cores(_MAX_PORE_THREADS)
-
-
 def pore_table(
     labels: np.ndarray,
     voxel_size_um: float,
     smoothing_vox: float = SURFACE_SMOOTHING_VOX,
-    workers: int | None = None,
 ) -> pd.DataFrame:
     """One row per pore: label, centroid (µm), volume (µm³), equivalent diameter, surface, sphericity.
 
@@ -176,8 +172,6 @@ def pore_table(
     voxel_size_um : voxel edge (µm).
     smoothing_vox : Gaussian smoothing of each pore mask before marching cubes (voxels), see
         :func:`pore_surface_um2`.
-    workers : threads measuring pores at once (default: the usable cores, at most 4); the table
-        does not depend on it.
 
     Returns
     -------
@@ -188,7 +182,7 @@ def pore_table(
     -----
     Volumes come from one ``bincount``; each pore is then cropped to its bounding box
     (``scipy.ndimage.find_objects``) plus a margin, so the cost is proportional to the pores'
-    volume rather than (number of pores × volume size); pores are measured on ``workers`` threads.
+    volume rather than (number of pores × volume size).
     """
     labels = _check_labels(labels)
     if not voxel_size_um > 0:
@@ -221,15 +215,9 @@ def pore_table(
         area, mesh_volume = _mesh_area_volume(*_pore_mesh(crop, kernel))
         return cz, cy, cx, area, mesh_volume
 
-    # Pores are independent: measure them on threads (the crops, filters, marching cubes and mesh
-    # sums run in compiled code without the GIL); rows come back in label order either way.
-    workers = _default_workers() if workers is None else max(1, int(workers))
-    if workers > 1 and present.size > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            rows = list(pool.map(measure, present.tolist(), chunksize=64))
-    else:
-        rows = [measure(label) for label in present.tolist()]
-    measured = np.array(rows, dtype=np.float64).reshape(present.size, 5)
+    # One pore after the other: skimage's marching cubes holds the GIL, and threads measured no
+    # faster (benchmarks/NOTES.md).
+    measured = np.array([measure(label) for label in present.tolist()], dtype=np.float64).reshape(present.size, 5)
     centroids, area_vox2, mesh_volume_vox3 = measured[:, :3], measured[:, 3], measured[:, 4]
     surfaces = _rescaled_area(area_vox2, mesh_volume_vox3, counts[present].astype(np.float64))
     surfaces *= float(voxel_size_um) ** 2

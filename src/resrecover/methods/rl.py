@@ -200,7 +200,10 @@ def _iterate_numpy(data, otf, iterations, initial, filter_epsilon, workers) -> n
     def blur(array: np.ndarray) -> np.ndarray:
         spectrum = scipy.fft.rfftn(array, workers=workers)
         spectrum *= otf
-        return scipy.fft.irfftn(spectrum, s=shape, workers=workers)
+        # irfftn in its two steps, each overwriting its input: ~25% faster than scipy's irfftn,
+        # which copies (benchmarks/NOTES.md)
+        spectrum = scipy.fft.ifftn(spectrum, axes=(0, 1), workers=workers, overwrite_x=True)
+        return scipy.fft.irfft(spectrum, n=shape[-1], axis=-1, workers=workers, overwrite_x=True)
 
     for _ in range(iterations):
         reblurred = blur(estimate)
