@@ -327,6 +327,19 @@ def _torch():
     return torch
 
 
+def _zeros(shape) -> np.ndarray:
+    """A float32 array of zeros for the output or the accumulator.
+
+    Allocated by torch where it is there: numpy asks the kernel for transparent huge pages on large
+    arrays, and first touching fresh huge pages cost 0.3-0.5 s per 256 MB here (compaction), more
+    than the whole tiling of a 64×1024×1024 volume once warm (benchmarks/NOTES.md).
+    """
+    torch = _torch()
+    if torch is None:
+        return np.zeros(shape, dtype=np.float32)
+    return torch.zeros(tuple(int(n) for n in shape), dtype=torch.float32).numpy()
+
+
 def _fill_batch(batch: np.ndarray, block: np.ndarray, origins) -> None:
     """``batch[i] = block[origin_i + tile]`` (through torch's threaded copies where it can)."""
     tz, ty, tx = batch.shape[1:]
@@ -358,6 +371,16 @@ def _weighted_accumulate(accumulator: np.ndarray, prediction: np.ndarray, weight
     pred.mul_(torch.from_numpy(weights))
     for (z, y, x), tile in zip(origins, pred):
         acc[z : z + tz, y : y + ty, x : x + tx].add_(tile)
+
+
+def _normalize(final: np.ndarray, z_factors: np.ndarray, yx_factors: np.ndarray) -> None:
+    """``final *= z_factors[:, None, None] * yx_factors`` in place (threaded through torch when there)."""
+    torch = _torch()
+    if torch is None:
+        final *= z_factors[:, None, None]
+        final *= yx_factors
+        return
+    torch.from_numpy(final).mul_(torch.from_numpy(z_factors)[:, None, None]).mul_(torch.from_numpy(yx_factors))
 
 
 def _slab_groups(starts: list[int], tile: int, slab_slices: int) -> list[list[int]]:
@@ -407,7 +430,7 @@ def _predict_once(
         and tuple(sink.shape) == padded
     )
     if not direct:
-        accumulator_buffer = np.zeros((max(g[-1] + tz - g[0] for g in groups), padded[1], padded[2]), np.float32)
+        accumulator_buffer = _zeros((max(g[-1] + tz - g[0] for g in groups), padded[1], padded[2]))
     batch_buffer = np.empty((runner.batch_size, tz, ty, tx), np.float32)
     carried = 0  # leading slices of the accumulator that already hold the previous slab's tiles
     for index, group in enumerate(groups):
@@ -430,8 +453,7 @@ def _predict_once(
         # Slices before the next group's first origin receive no more tiles: they are final.
         done = (groups[index + 1][0] if index + 1 < len(groups) else z1) - z0
         final = accumulator[:done]
-        final *= (1.0 / sums[0][z0 : z0 + done]).astype(np.float32)[:, None, None]
-        final *= norm_yx
+        _normalize(final, (1.0 / sums[0][z0 : z0 + done]).astype(np.float32), norm_yx)
         carried = len(accumulator) - done
         if not direct:
             write_end = min(z0 + done, nz)
@@ -484,7 +506,7 @@ def predict_tiled(
     if len(shape) != 3:
         raise TilingError(f"source has shape {shape}; expected a 3D (z, y, x) volume")
     if sink is None:
-        sink = np.zeros(shape, dtype=np.float32)
+        sink = _zeros(shape)
     if tuple(sink.shape) != shape:
         raise TilingError(f"sink has shape {tuple(sink.shape)}; expected the source shape {shape}")
     if batch_size < 1:
