@@ -29,7 +29,7 @@ demo: $(STAMP)
 	@echo "Report:   results/report.zip (unzip, open report.html)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -rs --durations=10
+	$(BIN)/python -m pytest -q -rfEs --durations=10
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
