@@ -31,8 +31,6 @@ divided by the fitted scale); for DeepNet ``loss = w1·loss_intermediate + w2·l
 
 from __future__ import annotations
 
-from resrecover.masks import checked_mask
-
 import contextlib
 import copy
 import csv
@@ -53,6 +51,7 @@ import torch
 from .. import ResrecoverError, __version__
 from ..config import config_hash
 from ..io import atomic_output, read_volume
+from ..masks import checked_mask
 from .modelio import (
     build_network,
     check_tensors_match,
@@ -97,8 +96,6 @@ def _as_volume(volume, name: str) -> tuple[np.ndarray, str | None]:
     if not np.isfinite(array).all():
         raise TrainingError(f"{name}: holds NaN or infinite values")
     return array, None
-
-
 
 
 def _digest(*arrays: np.ndarray) -> str:

@@ -54,8 +54,6 @@ itself). κ is measured on the overlap too (the resampled scan's noise is far fr
 
 from __future__ import annotations
 
-from resrecover.masks import checked_mask
-
 import logging
 import math
 from pathlib import Path
@@ -64,6 +62,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from .. import ResrecoverError
+from ..masks import checked_mask
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +143,6 @@ def _check_volume(volume, name: str) -> np.ndarray:
     if min(volume.shape) < 2:
         raise TrustError(f"{name}: shape {volume.shape} is too small; expected at least 2 voxels per side")
     return volume
-
-
 
 
 # ---------------------------------------------------------------------------------------------
