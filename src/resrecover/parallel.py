@@ -10,7 +10,7 @@ def usable_cores(limit: int | None = None) -> int:
     (Snakemake sets it to a job's ``threads``), and by ``limit``; at least 1."""
     try:
         cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
+    except (AttributeError, OSError):  # not on Linux
         cores = os.cpu_count() or 1
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit() and int(omp) > 0:
