@@ -370,8 +370,8 @@ def _default_workers() -> int:
 
 
 def _for_each_ssim_chunk(a, b, data_range, window_px, gaussian, sample_covariance, consume, workers=None):
-    """Call ``consume(z0, ssim_slab)`` for every z-slab of the SSIM map; return the window side and
-    the list of ``consume``'s return values.
+    """Call ``consume(z0, ssim_slab)`` for every z-slab of the SSIM map; return the list of
+    ``consume``'s return values.
 
     The uniform window's map is computed in up to ``workers`` z-parts on threads (numpy's ufuncs
     release the GIL, and scikit-image's filters run on one core): each part reads ``r`` planes of
@@ -390,7 +390,7 @@ def _for_each_ssim_chunk(a, b, data_range, window_px, gaussian, sample_covarianc
         chunks = _gaussian_ssim_chunks(
             a, b, data_range, GAUSSIAN_SIGMA_PX, GAUSSIAN_TRUNCATE, sample_covariance, n_for_cov=float(win**3)
         )
-        return win, [consume(z0, ssim) for z0, ssim in chunks]
+        return [consume(z0, ssim) for z0, ssim in chunks]
 
     nz, r = a.shape[0], win // 2
     offset = _centre(a, b)
@@ -411,10 +411,10 @@ def _for_each_ssim_chunk(a, b, data_range, window_px, gaussian, sample_covarianc
         return results
 
     if n_parts == 1:
-        return win, run_part(0)
+        return run_part(0)
     with ThreadPoolExecutor(max_workers=n_parts) as pool:
         parts = list(pool.map(run_part, range(n_parts)))
-    return win, [value for part in parts for value in part]
+    return [value for part in parts for value in part]
 
 
 def ssim_map_3d(
@@ -491,7 +491,7 @@ def ssim_3d(
         sel = mask[lo:hi][(slice(None), *inner)]
         return float(block[sel].sum(dtype=np.float64)), int(sel.sum())
 
-    _, partials = _for_each_ssim_chunk(a, b, data_range, window_px, gaussian, sample_covariance, partial_sum)
+    partials = _for_each_ssim_chunk(a, b, data_range, window_px, gaussian, sample_covariance, partial_sum)
     total = math.fsum(value for value, _ in partials)
     count = sum(n for _, n in partials)
     if count == 0:

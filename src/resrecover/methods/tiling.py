@@ -443,12 +443,13 @@ def _predict_once(
         while first < len(items):
             chunk = items[first : first + runner.batch_size]  # the runner may have halved the batch
             first += len(chunk)
+            origins = [(z - z0, y, x) for z, y, x in chunk]  # in the slab's frame
             batch = batch_buffer[: len(chunk)]
-            _fill_batch(batch, block, [(z - z0, y, x) for z, y, x in chunk])
+            _fill_batch(batch, block, origins)
             prediction = runner(batch)
             if not prediction.flags.writeable:  # e.g. a read-only view of a tensor's memory
                 prediction = prediction.copy()
-            _weighted_accumulate(accumulator, prediction, weights, [(z - z0, y, x) for z, y, x in chunk])
+            _weighted_accumulate(accumulator, prediction, weights, origins)
             bar.update(len(chunk))
         # Slices before the next group's first origin receive no more tiles: they are final.
         done = (groups[index + 1][0] if index + 1 < len(groups) else z1) - z0
