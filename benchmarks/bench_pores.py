@@ -129,8 +129,8 @@ def side_profile(workdir: Path, options: dict) -> dict:
     from skimage.measure import marching_cubes
 
     from resrecover.evaluate.pores import (
+        CROP_MARGIN_VOX,
         SURFACE_SMOOTHING_VOX,
-        _crop_margin,
         _gaussian_kernel,
         _mesh_area_volume,
         pore_table,
@@ -139,7 +139,7 @@ def side_profile(workdir: Path, options: dict) -> dict:
     o = _opts(options)
     labels = np.load(prepare(workdir, o))
     kernel = _gaussian_kernel(SURFACE_SMOOTHING_VOX)
-    margin = _crop_margin(SURFACE_SMOOTHING_VOX)
+    margin = CROP_MARGIN_VOX
     pore_table(labels[:48], o["voxel_size_um"])  # warm-up
     t = {}
     t0 = time.perf_counter()

@@ -43,6 +43,12 @@ SUMMARY_KEYS = [
 
 # Smoothing of each pore's binary mask before marching cubes (voxels), see pore_table.
 SURFACE_SMOOTHING_VOX = 0.7
+# Empty voxels kept around each pore's bounding box, whatever the smoothing: smoothing the crop with
+# zeros beyond it is exact at any margin (the mask is empty there), and a voxel one step outside the
+# box sees at most the kernel's weight beyond its centre tap (0.22 for σ = 0.7, < 0.5 for every σ),
+# so the 0.5 level never reaches the crop's faces and every mesh closes. A wider margin only adds
+# empty cubes to march through (a 10-voxel pore's crop with 2 voxels is 2.7× its box; with 1, 1.7×).
+CROP_MARGIN_VOX = 1
 
 
 class PoreError(ResrecoverError):
@@ -98,18 +104,6 @@ def _gaussian_kernel(sigma_vox: float) -> np.ndarray:
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma_vox) ** 2)
     return (k / k.sum()).astype(np.float32)
-
-
-def _crop_margin(smoothing_vox: float) -> int:
-    """One voxel around a pore's box: enough for every smoothing.
-
-    Smoothing the crop with zeros beyond it is exact at any margin (the mask is empty there), and
-    a voxel one step outside the box sees at most the kernel's weight beyond its centre tap (0.22
-    for σ = 0.7, < 0.5 for every σ), so the 0.5 level never reaches the crop's faces and every mesh
-    closes. A wider margin only adds empty cubes to march through (a 10-voxel pore's crop with a
-    2-voxel margin is 2.7× its box; with 1 voxel, 1.7×).
-    """
-    return 1
 
 
 def _pore_mesh(mask: np.ndarray, kernel: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +186,7 @@ def pore_table(
     present = present[present > 0]
     if present.size == 0:
         return pd.DataFrame({c: pd.Series(dtype=np.int64 if c == "label" else np.float64) for c in PORE_COLUMNS})
-    margin = _crop_margin(smoothing_vox)
+    margin = CROP_MARGIN_VOX
     kernel = _gaussian_kernel(smoothing_vox) if smoothing_vox > 0 else None
     nz, ny, nx = labels.shape
     boxes = ndi.find_objects(labels)
