@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
 ENV_FILES = sorted((REPO / "envs").glob("*.yaml"))
 # conda names that differ from the Python distribution's name
-DISTRIBUTION = {"pyyaml": "PyYAML", "astra-toolbox": "astra-toolbox"}
+DISTRIBUTION = {"pyyaml": "PyYAML"}
 
 
 def _rules():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_output, atomic_write_csv
-from .evaluate_volume import KEY_COLUMNS, EvaluationError, _require, _sorted
+from .evaluate_volume import KEY_COLUMNS, EvaluationError, _require
 
 #: Columns of results/tables/summary.csv, in order.
 SUMMARY_COLUMNS = [
@@ -72,7 +72,7 @@ def study_summary(image_metrics, pores_summary, gaussian_fit_best, fsc_resolutio
         raise EvaluationError(f"{image_metrics}: no rows of realization {realization!r}")
     rank = {m: i for i, m in enumerate(PAPER_ORDER)}
     rows = rows.assign(_rank=rows["method"].map(lambda m: rank.get(m, len(rank))))
-    rows = _sorted(rows).sort_values(["sigma_um", "_rank", "method"], kind="mergesort")
+    rows = rows.sort_values(["sigma_um", "_rank", "method"], kind="mergesort")
     return rows[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
