@@ -15,7 +15,7 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    realization=alternatives(REALIZATIONS),
+    realization=alternatives(SIMULATED_REALIZATIONS),
     sigma=alternatives(ALL_SIGMAS),
     method=alternatives([*EVALUATED, *ENSEMBLE_METHODS]),
     network=alternatives(NETWORKS or ["none"]),

@@ -42,6 +42,9 @@ BAD = [
     ({"scan": {"sigmas_um": [1, 3]}}, "scan.sigmas_um: [1, 3] contains the target blur 1"),
     ({"phantom": {"n_voids": 0}}, "phantom.n_voids: 0 is out of range; expected a value >= 1"),
     ({"realizations": {"train": 1}}, "realizations: 'alternate' is a required property"),
+    ({"realizations": {"train": 1, "alternate": 3}}, "realizations: {'train': 1, 'alternate': 3, 'validation': 3} reuse a seed"),
+    ({"deepnet": {"sigma_overrides": [{"sigma_um": 4, "iterations": 9}]}}, "deepnet.sigma_overrides: sigma_um 4 is not one of scan.sigmas_um"),
+    ({"srcnn": {"schedule": "step"}}, "srcnn.schedule: 'step' is not allowed"),
 ]
 
 

@@ -23,7 +23,8 @@ import yaml
 from resrecover.cli import main
 from resrecover.config import ConfigError, validate_config
 from resrecover.io import open_volume, read_volume, write_volume, write_volume_as
-from resrecover.methods.infer import torch_predictor, torch_threads
+from resrecover.methods.device import torch_runtime
+from resrecover.methods.infer import torch_predictor
 from resrecover.methods.modelio import load_model, save_model
 from resrecover.methods.tiling import predict_volume_25d
 from resrecover.multiscale import make_multiscale_pair, random_voids, voxelize_voids
@@ -75,7 +76,7 @@ def scans(tmp_path_factory):
 def trained(scans):
     """DeepNet trained through the CLI on the registered pair (``train ... --registration``)."""
     out = scans["dir"] / "model"
-    with torch_threads(1):
+    with torch_runtime(1):
         code = main(["train", "deepnet", str(scans["low"]), str(scans["high"]), "--registration", str(scans["reg"]),
                      "--config", str(scans["config"]), "--out", str(out)])
     assert code == 0
@@ -85,7 +86,7 @@ def trained(scans):
 @pytest.fixture(scope="module")
 def whole_fov(scans, trained):
     out = scans["dir"] / "lfov.h5"
-    with torch_threads(1):
+    with torch_runtime(1):
         run = recover_large_fov(trained / "model.safetensors", trained / "model.json", scans["low"], out,
                                 registration=scans["reg"], inference_config={"tile_px": 64, "overlap_px": 8},
                                 device="cpu", max_memory_gb=0.5, progress=False)
@@ -165,7 +166,7 @@ def test_model_trained_on_the_pair_improves_the_large_fov_outside_the_training_r
 # ------------------------------------------------------------------------------------------ CLI recover
 def test_cli_recover_roi_writes_only_the_roi_and_prints_its_size(scans, trained, whole_fov, capsys):
     out = scans["dir"] / "roi.tif"
-    with torch_threads(1):
+    with torch_runtime(1):
         code = main(["recover", str(trained), str(scans["low"]), "--registration", str(scans["reg"]),
                      "--roi", "10:30,20:70,5:45", "--out", str(out), "--config", str(scans["config"])])
     assert code == 0
@@ -253,7 +254,7 @@ def test_large_fov_recovery_stays_within_the_memory_budget_and_equals_the_in_mem
         assert fh["volume"].shape == (360, 360, 360)
         for z0 in (0, report["slab_slices"] - 2, 357):
             upsampled = UpsampledLow(low, grid, order=1)[z0 : z0 + 3]
-            with torch_threads(1):
+            with torch_runtime(1):
                 expected = predict_volume_25d(torch_predictor(model, "cpu", "2.5d"), upsampled, n_slices=1,
                                               tile_px=128, overlap_px=8, batch_size=4, size_multiple=2,
                                               progress=False).output
@@ -266,7 +267,7 @@ def test_slab_by_slab_recovery_with_slice_stacks_equals_the_whole_volume_in_memo
     low = np.random.default_rng(1).random((15, 80, 80), dtype=np.float32)
     write_volume_as(tmp_path / "low.h5", low, 3.0)
     inference = {"tile_px": 128, "overlap_px": 8, "batch_size": 2}
-    with torch_threads(1):
+    with torch_runtime(1):
         run = recover_large_fov(tmp_path / "model.safetensors", tmp_path / "model.json", tmp_path / "low.h5",
                                 tmp_path / "out.zarr", high_voxel_um=1.0, inference_config=inference,
                                 max_memory_gb=0.095, device="cpu", progress=False)
@@ -288,7 +289,7 @@ def test_roi_is_recovered_with_context_as_in_the_whole_volume(tmp_path):
     np.save(tmp_path / "low.npy", low)
     inference = {"tile_px": 256, "overlap_px": 12, "batch_size": 2}  # 12 px of context: the network's reach
     outputs = {}
-    with torch_threads(1):
+    with torch_runtime(1):
         for name, roi in (("whole", None), ("roi", "5:20,30:200,40:90")):
             run = recover_large_fov(tmp_path / "model.safetensors", tmp_path / "model.json", tmp_path / "low.npy",
                                     tmp_path / f"{name}.h5", low_voxel_um=3.0, high_voxel_um=1.0, roi=roi,
@@ -347,7 +348,7 @@ def test_srcnn_trains_on_a_small_pair_and_recovers_the_large_fov(tmp_path, scans
     config = validate_config({**MINIMAL, "volume_shape": [96, 96, 96], "deepnet": {"tile_px": 64},
                               "srcnn": {"kernels": [3, 1, 3], "filters": [4, 4], "patch_px": 64, "batch_size": 2,
                                         "iterations": 3, "validate_every": 3, "checkpoint_every": 3}})
-    with torch_threads(1):
+    with torch_runtime(1):
         summary = train_pair("srcnn", lres[:20, :20, :20], hres[:20, :20, :20], config, tmp_path / "m", seed=0,
                              device="cpu")
         assert summary["finished"] and json.loads((tmp_path / "m" / "model.json").read_text())["training"]["patch_px"] == 11

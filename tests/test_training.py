@@ -17,7 +17,7 @@ from scipy import ndimage as ndi
 from resrecover.config import load_config
 from resrecover.masks import disc_mask
 from resrecover.methods.modelio import check_safetensors_file, load_model, read_json
-from resrecover.methods.train import (
+from resrecover.methods.training import (
     LOG_COLUMNS,
     TrainingError,
     patch_corners,
@@ -205,7 +205,7 @@ def test_resume_after_sigkill_gives_bit_identical_weights(config, pair, tmp_path
     script = textwrap.dedent(f"""
         import json, os, signal
         import numpy as np
-        from resrecover.methods.train import train_model
+        from resrecover.methods.training import train_model
         folder = {str(folder)!r}
         def die(iteration):
             if iteration == 6:

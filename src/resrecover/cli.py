@@ -64,7 +64,7 @@ def _cmd_train(args) -> None:
     from .io import read_volume
     from .masks import fov_mask
     from .methods.device import acquire_device
-    from .methods.train import train_model
+    from .methods.training import train_model
 
     config = load_config(args.config)
     if args.registration:

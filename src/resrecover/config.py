@@ -89,6 +89,19 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
 
 
 def _check_cross_keys(config: dict) -> None:
+    seeds = config["realizations"]
+    if len(set(seeds.values())) < len(seeds):
+        raise ConfigError(
+            f"realizations: {seeds} reuse a seed; expected a different seed for each realization "
+            "(the same seed gives the same foam, and a setting chosen on it would be chosen on the data it is reported on)"
+        )
+    for network in ("deepnet", "srcnn"):
+        for entry in config[network]["sigma_overrides"]:
+            if not any(abs(entry["sigma_um"] - s) < 1e-9 for s in config["scan"]["sigmas_um"]):
+                raise ConfigError(
+                    f"{network}.sigma_overrides: sigma_um {entry['sigma_um']} is not one of scan.sigmas_um "
+                    f"{config['scan']['sigmas_um']}"
+                )
     inf = config["inference"]
     if inf["overlap_px"] * 2 >= inf["tile_px"]:
         raise ConfigError(

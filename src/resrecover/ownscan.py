@@ -763,10 +763,11 @@ def train_pair(method: str, lres, hres, config: dict, out_dir=None, *, out_weigh
     device : torch device; ``None`` takes a free GPU (locked) or the CPU.
 
     The loss counts every voxel of the overlap (no CT field-of-view mask: own scans are already
-    cropped to their reconstructed region). Returns :func:`resrecover.methods.train.train_model`'s summary.
+    cropped to their reconstructed region). Returns :func:`resrecover.methods.training.train_model`'s summary.
     """
     from .io import volume_info
-    from .methods.train import train_model
+    from .methods.device import torch_thread_count
+    from .methods.training import train_model
 
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -776,7 +777,7 @@ def train_pair(method: str, lres, hres, config: dict, out_dir=None, *, out_weigh
         checkpoint_dir = checkpoint_dir or out_dir / "checkpoints"
     if None in (out_weights, out_settings, out_log, checkpoint_dir):
         raise ResrecoverError("train_pair: give out_dir, or out_weights, out_settings, out_log and checkpoint_dir")
-    threads = threads or int(config.get("compute", {}).get("torch_threads", 0)) or None
+    threads = threads or torch_thread_count(config)
     if device is None:
         from .methods.device import acquire_device
 

@@ -17,7 +17,10 @@ except ConfigError as exc:
     # One line naming the key, the value and what is allowed; nothing runs.
     sys.exit(f"config error: {exc}")
 
+# The study trains on `train` and reports on `alternate`; `validation` (a third foam) is only simulated
+# for choosing settings (rule learning_curve), never for reporting.
 REALIZATIONS = ["train", "alternate"]
+SIMULATED_REALIZATIONS = [*REALIZATIONS, "validation"]
 TARGET_SIGMA = sigma_tag(config["scan"]["target_sigma_um"])
 LRES_SIGMAS = [sigma_tag(s) for s in config["scan"]["sigmas_um"]]
 ALL_SIGMAS = [sigma_tag(s) for s in all_sigmas(config)]

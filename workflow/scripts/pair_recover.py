@@ -1,14 +1,14 @@
 """Rule pair_recover (workflow/rules/pairs.smk): recover a pair's whole low-res FOV (or ROI) on the high-res grid."""
 
 from resrecover.config import config_hash
-from resrecover.methods.infer import torch_threads
+from resrecover.methods.device import torch_runtime, torch_thread_count
 from resrecover.ownscan import recover_large_fov
 from resrecover.snakemake_support import script_logging, validated_config
 
 with script_logging(snakemake):  # noqa: F821
     config = validated_config(snakemake)  # noqa: F821
     pair = snakemake.params.pair  # noqa: F821
-    with torch_threads(config["compute"]["torch_threads"] or snakemake.threads):  # noqa: F821
+    with torch_runtime(torch_thread_count(config, snakemake.threads)):  # noqa: F821
         recover_large_fov(
             snakemake.input.weights,  # noqa: F821
             snakemake.input.settings,  # noqa: F821

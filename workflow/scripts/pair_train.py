@@ -5,6 +5,7 @@ Resumes from params.checkpoint_dir when a previous attempt was interrupted.
 
 from pathlib import Path
 
+from resrecover.methods.device import torch_thread_count
 from resrecover.ownscan import train_pair
 from resrecover.snakemake_support import script_logging, validated_config
 
@@ -21,5 +22,5 @@ with script_logging(snakemake):  # noqa: F821
         checkpoint_dir=Path(snakemake.params.checkpoint_dir),  # noqa: F821
         seed=int(snakemake.params.seed),  # noqa: F821
         iterations=snakemake.params.iterations,  # noqa: F821
-        threads=config["compute"]["torch_threads"] or snakemake.threads,  # noqa: F821
+        threads=torch_thread_count(config, snakemake.threads),  # noqa: F821
     )

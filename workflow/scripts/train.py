@@ -3,7 +3,7 @@
 Resumes from params.checkpoint_dir when a previous attempt was interrupted.
 """
 
-from resrecover.methods.train import train_from_files
+from resrecover.methods.training import train_from_files
 from resrecover.snakemake_support import script_logging, validated_config
 
 with script_logging(snakemake):
@@ -19,4 +19,5 @@ with script_logging(snakemake):
         checkpoint_dir=snakemake.params.checkpoint_dir,
         seed=int(snakemake.params.seed),
         threads=snakemake.threads,
+        sigma_um=float(snakemake.wildcards.sigma),
     )

@@ -1,14 +1,14 @@
 """Rule recover_ensemble_member (workflow/rules/trust.smk): apply ensemble member k to a whole volume."""
 
 from resrecover.config import config_hash
-from resrecover.methods.infer import recover_volume, torch_threads
+from resrecover.methods.device import torch_runtime, torch_thread_count
+from resrecover.methods.infer import recover_volume
 from resrecover.snakemake_support import script_logging, validated_config
 
 with script_logging(snakemake):  # noqa: F821
     config = validated_config(snakemake)  # noqa: F821
     wildcards = snakemake.wildcards  # noqa: F821
-    threads = config["compute"]["torch_threads"] or snakemake.threads  # noqa: F821
-    with torch_threads(threads):
+    with torch_runtime(torch_thread_count(config, snakemake.threads)):  # noqa: F821
         recover_volume(
             snakemake.input.weights,  # noqa: F821
             snakemake.input.settings,  # noqa: F821

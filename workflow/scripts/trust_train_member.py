@@ -4,7 +4,7 @@ The same training as rule `train` (same settings, same iterations), from the mem
 (resrecover.trust.member_seed: other initial weights, other random tiles, for SRCNN another split).
 """
 
-from resrecover.methods.train import train_from_files
+from resrecover.methods.training import train_from_files
 from resrecover.snakemake_support import script_logging, validated_config
 
 with script_logging(snakemake):  # noqa: F821
@@ -19,5 +19,6 @@ with script_logging(snakemake):  # noqa: F821
         out_log=snakemake.output.train_log,  # noqa: F821
         checkpoint_dir=snakemake.params.checkpoint_dir,  # noqa: F821
         seed=int(snakemake.params.seed),  # noqa: F821
-        threads=snakemake.threads,  # noqa: F821
+        threads=snakemake.threads,
+        sigma_um=float(snakemake.wildcards.sigma),  # noqa: F821
     )

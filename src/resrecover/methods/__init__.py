@@ -1,7 +1,7 @@
 """Recovery methods (SPEC §4.3): DeepNet (2.5D U-Net), SRCNN-3D, Richardson-Lucy, and their plumbing.
 
 - :mod:`.deepnet`, :mod:`.srcnn`: the two networks;
-- :mod:`.train`: :func:`train_model`, resumable training on one registered LRES/HRES pair;
+- :mod:`.training`: :func:`train_model`, resumable training on one registered LRES/HRES pair;
 - :mod:`.modelio`: :func:`save_model` / :func:`load_model` (safetensors + JSON settings, no pickle);
 - :mod:`.device`: :func:`acquire_device`, one GPU per concurrent job;
 - :mod:`.tiling`, :mod:`.infer`, :mod:`.rl`: inference over whole volumes and Richardson-Lucy.
@@ -16,7 +16,7 @@ import importlib
 _EXPORTS = {
     "DeepNet": "deepnet",
     "SRCNN3D": "srcnn",
-    "train_model": "train",
+    "train_model": "training",
     "save_model": "modelio",
     "load_model": "modelio",
     "NormalizedModel": "modelio",

@@ -3,7 +3,7 @@
 The network sees ``n_slices`` consecutive z slices as channels and predicts the same slices. A
 U-Net (contracting path of conv + max-pool, expanding path of transposed conv + skip connection +
 conv) produces the *intermediate* output; a few more convolutions refine it into the *final*
-output. The loss is a weighted sum over both (see :mod:`resrecover.methods.train`).
+output. The loss is a weighted sum over both (see :mod:`resrecover.methods.training`).
 
 Both outputs are residuals on their inputs: the U-Net predicts ``target - input`` (added back to
 the input slices) and the refinement predicts a correction of the intermediate output. Residual

@@ -177,3 +177,53 @@ def acquire_device(prefer: str = "auto", lock_dir: str | Path | None = None, pol
         torch.cuda.set_device(device)
         log.info("running on %s (%s; lock %s)", device, torch.cuda.get_device_name(device), lock.path)
         yield device
+
+
+# ---------------------------------------------------------------------------------------------
+# torch's CPU threads and determinism: one policy for training and inference
+# ---------------------------------------------------------------------------------------------
+
+
+def torch_thread_count(config: dict | None, job_threads: int | None = None) -> int | None:
+    """Threads torch should use: ``compute.torch_threads`` when set (non-zero), else the job's.
+
+    ``job_threads`` is Snakemake's ``threads:`` of the rule (or a caller's argument); ``None`` when
+    neither is given leaves torch's own default.
+    """
+    configured = int(((config or {}).get("compute") or {}).get("torch_threads", 0) or 0)
+    return configured or (int(job_threads) if job_threads else None)
+
+
+@contextlib.contextmanager
+def torch_runtime(threads: int | None = None, deterministic: bool = False, device=None):
+    """Set torch's CPU threads (and deterministic algorithms) for the block, then restore them.
+
+    Tests and notebooks share the interpreter, so nothing leaks out of the block. On CUDA,
+    deterministic mode only warns about kernels without a deterministic version (some backward
+    passes, e.g. of max-pooling) instead of failing; bit-identical resume is promised on the CPU only.
+    """
+    import torch
+
+    device_type = torch.device(device).type if device is not None else "cpu"
+    previous = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+    try:
+        if threads:
+            torch.set_num_threads(int(threads))
+        if deterministic:
+            if device_type == "cuda":
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=device_type != "cpu")
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        torch.use_deterministic_algorithms(previous[1], warn_only=previous[2])
+        torch.backends.cudnn.benchmark = previous[3]
+        torch.backends.cudnn.deterministic = previous[4]

@@ -14,7 +14,6 @@ padded), and splits a RAM budget between the network's activations and the tilin
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -389,17 +388,3 @@ def recover_volume(
     )
     run.output = Path(output_path)
     return run
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """Run the block with ``torch.set_num_threads(threads)`` (``None`` or 0 leaves torch's default)."""
-    import torch
-
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)

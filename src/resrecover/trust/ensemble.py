@@ -2,7 +2,7 @@
 
 Member 0 of an ensemble is the study's model (``results/models/{network}/sigma{σ}/``, trained with
 seed ``derive_seed(seed, "train", network, σ)``); members 1..K−1 are trained by the same
-:func:`resrecover.methods.train.train_from_files`, with the same settings and iterations, from
+:func:`resrecover.methods.training.train_from_files`, with the same settings and iterations, from
 :func:`member_seed`, which changes their initial weights, every random training tile and (SRCNN)
 the training/validation split. The ensemble's recovery is the voxel-wise mean of the K recovered
 volumes and its disagreement map their sample standard deviation

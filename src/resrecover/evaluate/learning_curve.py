@@ -1,0 +1,182 @@
+"""Learning curves on the validation realization: how a network's quality grows with its training.
+
+Settings (iterations per σ, schedule, capacity, tiles) are chosen here, on ``validation``, a foam
+that neither trains the models nor reports the study (``alternate``). :func:`learning_curve` trains
+a network once and, at each snapshot iteration, recovers the whole validation volume with the
+current weights and scores it with the evaluation's own steps (:func:`score_volume`: SSIM inside
+the FOV, then the same pore segmentation and one-to-one matching as rule ``evaluate_volume``).
+Training is not disturbed by the snapshots: batches are seeded per iteration and the network is put
+back in training mode afterwards, so the final weights equal those of a plain run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_write_csv, read_volume
+from ..masks import foam_mask, fov_mask
+from .metrics import image_metrics
+from .pores import match_pores, pore_table, pores_summary, porosity, read_labels
+from .segmentation import segment_pores
+
+log = logging.getLogger(__name__)
+
+CURVE_COLUMNS = [
+    "method",
+    "settings",
+    "sigma_um",
+    "iteration",
+    "train_seconds",
+    "ssim",
+    "psnr",
+    "n_pores",
+    "recovery_pct",
+    "n_matched",
+    "n_spurious",
+    "porosity_error_pct",
+    "sphericity_mean",
+]
+
+
+def score_volume(
+    volume: np.ndarray,
+    reference: np.ndarray,
+    gt_labels: np.ndarray,
+    gt_table: pd.DataFrame,
+    config: dict,
+    denoise: bool = False,
+) -> dict:
+    """SSIM/PSNR and the pore summary of ``volume`` against a ground truth, as rule ``evaluate_volume``.
+
+    Parameters
+    ----------
+    volume, reference : (nz, ny, nx) material fraction on the same grid.
+    gt_labels, gt_table : the ground truth's pore labels and pore table (rule ``segment_ground_truth``).
+    config : validated config (voxel size, foam cylinder, evaluation settings).
+    denoise : non-local means before segmenting (the study does it for Richardson-Lucy only).
+
+    Returns
+    -------
+    dict with ``mse``, ``psnr``, ``ssim`` and the keys of :func:`resrecover.evaluate.pores.pores_summary`.
+    """
+    ev = config["evaluation"]
+    voxel_size_um = float(config["voxel_size_um"])
+    foam = foam_mask(config, volume.shape)
+    metrics = image_metrics(volume, reference, ev["data_range"], ev["ssim_window_px"], foam & fov_mask(config, volume.shape))
+    labels = segment_pores(
+        volume, foam, voxel_size_um, denoise=denoise, min_pore_volume_voxels=int(ev["min_pore_volume_voxels"])
+    )
+    matching = match_pores(labels, gt_labels)
+    summary = pores_summary(pore_table(labels, voxel_size_um), labels, foam, gt_table, porosity(gt_labels, foam), matching)
+    return {**metrics, **summary}
+
+
+def default_snapshots(iterations: int, n_points: int = 6) -> list[int]:
+    """About ``n_points`` snapshot iterations, doubling up to ``iterations`` (which is always one)."""
+    points = {int(iterations)}
+    step = int(iterations)
+    while len(points) < n_points and step > 1:
+        step //= 2
+        points.add(step)
+    return sorted(points)
+
+
+def learning_curve(
+    method: str,
+    train_lres,
+    train_hres,
+    validation_lres: str | Path,
+    validation_ground_truth: str | Path,
+    validation_labels: str | Path,
+    validation_pores: str | Path,
+    config: dict,
+    sigma_um: float,
+    work_dir: str | Path,
+    seed: int,
+    settings_label: str = "config",
+    snapshots=None,
+    threads: int | None = None,
+    device="cpu",
+    out_csv: str | Path | None = None,
+) -> pd.DataFrame:
+    """Train ``method`` for σ on ``train`` and score snapshots of it on ``validation``.
+
+    Parameters
+    ----------
+    method : 'deepnet' or 'srcnn'; trained with :func:`resrecover.methods.training.train_model` on
+        ``train_lres`` → ``train_hres`` with the config's settings for ``sigma_um``.
+    validation_* : the validation realization's LRES volume at ``sigma_um``, its ground truth, and
+        the ground truth's pore labels and table.
+    work_dir : the run's model files and checkpoints (a re-run resumes the training).
+    settings_label : the ``settings`` column of the curve (e.g. 'chosen', 'previous').
+    snapshots : iterations to score (``None``: :func:`default_snapshots`).
+    out_csv : written atomically when given (columns :data:`CURVE_COLUMNS`).
+
+    Returns
+    -------
+    DataFrame with one row per snapshot.
+    """
+    from ..methods.infer import recover_source
+    from ..methods.training import train_model, training_settings
+
+    block = training_settings(config, method, sigma_um)
+    snapshots = sorted(set(snapshots or default_snapshots(int(block["iterations"]))))
+    validation, _ = read_volume(validation_lres)
+    reference, _ = read_volume(validation_ground_truth)
+    gt_labels, _ = read_labels(validation_labels)
+    gt_table = pd.read_csv(validation_pores)
+    rows = []
+    started = time.perf_counter()
+    scoring_seconds = 0.0
+
+    def score(iteration: int, model) -> None:
+        nonlocal scoring_seconds
+        t0 = time.perf_counter()
+        settings = {"method": method, "architecture": model.network.architecture()}
+        recovered = np.zeros(validation.shape, np.float32)
+        recover_source(model, settings, validation, recovered, config["inference"], device, progress=False)
+        scores = score_volume(recovered, reference, gt_labels, gt_table, config)
+        scoring_seconds += time.perf_counter() - t0
+        row = {
+            "method": method,
+            "settings": settings_label,
+            "sigma_um": float(sigma_um),
+            "iteration": int(iteration),
+            "train_seconds": round(time.perf_counter() - started - scoring_seconds, 1),
+            **{k: scores[k] for k in CURVE_COLUMNS if k in scores},
+        }
+        rows.append(row)
+        log.info(
+            "%s σ %g (%s) iteration %d: %.1f%% of the pores, %d spurious, porosity error %+.1f%%, SSIM %.3f",
+            method, sigma_um, settings_label, iteration, row["recovery_pct"], row["n_spurious"],
+            row["porosity_error_pct"], row["ssim"],
+        )
+
+    work_dir = Path(work_dir)
+    train_model(
+        method,
+        train_lres,
+        train_hres,
+        config,
+        work_dir / "model.safetensors",
+        work_dir / "model.json",
+        work_dir / "train_log.csv",
+        work_dir / "checkpoints",
+        seed,
+        device,
+        mask=fov_mask(config, validation.shape),
+        threads=threads,
+        progress=False,
+        sigma_um=sigma_um,
+        on_snapshot=score,
+        snapshot_iterations=snapshots,
+    )
+    curve = pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    if out_csv is not None:
+        atomic_write_csv(curve, out_csv)
+    return curve
