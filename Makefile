@@ -40,7 +40,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	test -d results/benchmarks || $(MAKE) demo
-	$(BIN)/python benchmarks/run_all.py --quick-results .
+	$(BIN)/python -m benchmarks.run_all --quick-results .
 
 paper: $(STAMP)
 	$(BIN)/snakemake --cores 8 --resources gpu=2

@@ -1,5 +1,5 @@
 # resrecover: deep-learning resolution recovery for 3D X-ray microscopy, re-run from scratch.
-# Stages, parameters and outputs: README.md and ../shared/SPEC.md.
+# Stages, parameters and outputs: README.md and docs/ (design.md, results.md).
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -19,11 +19,13 @@ wildcard_constraints:
     sigma=alternatives(ALL_SIGMAS),
     method=alternatives([*EVALUATED, *ENSEMBLE_METHODS]),
     network=alternatives(NETWORKS or ["none"]),
+    settings=alternatives(TUNING["settings"]),
 
 
 include: "workflow/rules/phantom.smk"
 include: "workflow/rules/scan.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/tuning.smk"
 include: "workflow/rules/recover.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"

@@ -16,12 +16,9 @@ cone-beam-truncated top and bottom) and, with a GPU, the two backends with each 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import harness  # noqa: E402
+from benchmarks import harness
 
 NAME = "fdk"
 TITLE = "FDK reconstruction"
@@ -107,7 +104,7 @@ def _accuracy(recon, foam, o) -> float:
     from resrecover.masks import cylinder_mask
 
     n = foam.shape[0]
-    mask = cylinder_mask(foam.shape, harness.FOAM_CYLINDER_RADIUS_UM, o["voxel_size_um"])
+    mask = cylinder_mask(foam.shape, harness.paper_foam()["cylinder_radius_um"], o["voxel_size_um"])
     mask[: int(0.2 * n)] = False
     mask[n - int(0.2 * n) :] = False
     err = recon[mask] - foam[mask]

@@ -25,12 +25,9 @@ the target is judged on the growth, and the total is reported next to it.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import harness  # noqa: E402
+from benchmarks import harness
 
 NAME = "out_of_core"
 TITLE = "Out-of-core recovery"

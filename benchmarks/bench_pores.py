@@ -18,13 +18,10 @@ volumes must be equal.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import harness  # noqa: E402
+from benchmarks import harness
 
 NAME = "pores"
 TITLE = "Pore table"
@@ -49,7 +46,7 @@ def prepare(workdir: Path, options: dict) -> Path:
     if path.exists():
         return path
     foam = np.load(harness.cached_foam(workdir, n=o["n"], voxel_size_um=o["voxel_size_um"]))
-    mask = cylinder_mask(foam.shape, harness.FOAM_CYLINDER_RADIUS_UM, o["voxel_size_um"])
+    mask = cylinder_mask(foam.shape, harness.paper_foam()["cylinder_radius_um"], o["voxel_size_um"])
     labels = segment_pores(foam, mask, o["voxel_size_um"])
     harness.save_array(path, labels.astype(np.int32))
     return path

@@ -24,9 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import harness  # noqa: E402
+from benchmarks import harness
 
 NAME = "quick_preset"
 TITLE = "Quick preset end to end"

@@ -23,13 +23,10 @@ interior, where both compute the same deconvolution.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import harness  # noqa: E402
+from benchmarks import harness
 
 NAME = "rl"
 TITLE = "Richardson-Lucy deconvolution"

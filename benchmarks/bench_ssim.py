@@ -11,12 +11,9 @@ voxels plus noise), as the evaluation compares a recovered volume with the groun
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import harness  # noqa: E402
+from benchmarks import harness
 
 NAME = "ssim"
 TITLE = "3D SSIM"

@@ -26,12 +26,9 @@ normalization). Two networks are measured, each side alternating with the other:
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import harness  # noqa: E402
+from benchmarks import harness
 
 NAME = "tiled_inference"
 TITLE = "Tiled 2.5D inference"

@@ -4,19 +4,24 @@ Every comparison (``bench_*.py``) is written the same way:
 
 * ``prepare(workdir, options)`` builds the inputs once (cached under ``workdir``) in the parent;
 * ``SIDES = {"ours": fn, "peer": fn}``: each side runs in a **fresh Python subprocess**
-  (``python bench_x.py --worker SIDE ...``), loads the prepared inputs, does one warm-up call and
+  (``python -m benchmarks.bench_x --worker SIDE ...``), loads the prepared inputs, does one warm-up call and
   then its timed call(s) (:func:`measure`), saves its output for the equality check and reports
   its own peak RSS (``VmHWM``, the high-water mark of that process's own address space, so the
   two sides never see each other's memory nor the parent's; see :func:`peak_rss_mb`);
 * ``run(workdir, options) -> dict`` drives the sides with :func:`run_pair`, compares the outputs
-  and returns one result row that :mod:`run_all` renders into ``RESULTS.md``.
+  and returns one result row (:func:`render_row` draws it; ``run_all`` collects the rows into
+  ``RESULTS.md``).
+
+The benchmarks are a package run from the repository root (``python -m benchmarks.run_all``,
+``python -m benchmarks.bench_rl``): this module imports nothing from the other benchmark files,
+and they import it as ``from benchmarks import harness``.
 
 Timing: :func:`run_pair` alternates the sides, ours then the peer, one timed call per fresh process
 (after that process's warm-up), for up to 3 rounds; the time of a side is the median over its
 rounds. Alternating keeps a change in the machine's load from landing on one side only (on a
 shared 2-core machine the load changes by the minute). Rounds stop once the row's time budget is
 spent (at least one round is always made), so that the slow peers (scikit-image's
-Richardson-Lucy) fit the 20-minute budget of ``run_all.py``; the number of runs behind every
+Richardson-Lucy) fit the 20-minute budget of ``run_all``; the number of runs behind every
 median is reported.
 """
 
@@ -238,6 +243,16 @@ def _json_default(value):
     return str(value)
 
 
+def bench_module(script: str | Path) -> str:
+    """The module name of a bench file (``benchmarks/bench_rl.py`` -> ``benchmarks.bench_rl``).
+
+    Sides run as modules from the repository root, so that ``from benchmarks import harness``
+    resolves in the fresh process without any edit of ``sys.path``.
+    """
+    relative = Path(script).resolve().with_suffix("").relative_to(ROOT)
+    return ".".join(relative.parts)
+
+
 def run_side(
     script: str | Path,
     side: str,
@@ -252,7 +267,7 @@ def run_side(
     result_file.unlink(missing_ok=True)
     cmd = [
         sys.executable,
-        str(script),
+        "-m", bench_module(script),
         "--worker", side,
         "--workdir", str(workdir),
         "--options", json.dumps(options or {}),
@@ -373,6 +388,53 @@ def fmt_mem(side: dict | None) -> str:
     return text
 
 
+def fmt_ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def markdown_cell(value) -> str:
+    """Text for a markdown table cell (pipes escaped, no line breaks)."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def fmt_met(row: dict) -> str:
+    met = row.get("met")
+    return {True: "**yes**", False: "**no**", None: "n/a"}.get(met, str(met))
+
+
+def render_row(row: dict) -> str:
+    """One markdown section (a two-column table) for a result row."""
+    lines = [f"### {row.get('title', row.get('name'))}", ""]
+    if row.get("error"):
+        lines += [f"Failed: `{row['error']}`", ""]
+        return "\n".join(lines)
+    table = [
+        ("sizes", row.get("sizes", "–")),
+        ("ours", f"`{row.get('ours_label', '–')}`"),
+        ("peer", row.get("peer_label", "–")),
+        ("ours: time", fmt_side(row.get("ours"))),
+        ("peer: time", fmt_side(row.get("peer")) if row.get("peer") else row.get("peer_note", "–")),
+        ("ratio (peer / ours)", fmt_ratio(row.get("ratio"))),
+        ("ours: peak RSS", fmt_mem(row.get("ours"))),
+        ("peer: peak RSS", fmt_mem(row.get("peer"))),
+        ("same result?", row.get("check", "–")),
+        ("target", row.get("target", "–")),
+        ("target met", fmt_met(row)),
+    ]
+    for key, value in row.get("extra_fields", []):
+        table.insert(-2, (key, value))
+    lines += ["| field | value |", "|---|---|"]
+    for key, value in table:
+        lines.append(f"| {key} | {markdown_cell(value)} |")
+    for note in row.get("notes", []):
+        lines.append("")
+        lines.append(note if "\n" in note else f"- {note}")  # a note holding a table stays a paragraph
+    if row.get("profile"):
+        lines += ["", "Profile of ours:", "", "```", row["profile"].rstrip(), "```"]
+    lines.append("")
+    return "\n".join(lines)
+
+
 def bench_arg_parser(description: str) -> argparse.ArgumentParser:
     """Standard CLI of a bench script run on its own: ``--workdir``, ``--repeats``, ``--json``."""
     parser = argparse.ArgumentParser(description=description)
@@ -383,7 +445,7 @@ def bench_arg_parser(description: str) -> argparse.ArgumentParser:
 
 
 def standalone(run: Callable[[Path, dict], dict], description: str, extra_args: Callable | None = None) -> None:
-    """``python bench_x.py``: run the comparison, print the row (JSON and markdown)."""
+    """``python -m benchmarks.bench_x``: run the comparison, print the row (JSON and markdown)."""
     parser = bench_arg_parser(description)
     if extra_args:
         extra_args(parser)
@@ -394,25 +456,31 @@ def standalone(run: Callable[[Path, dict], dict], description: str, extra_args: 
     print(text)
     if args.json:
         args.json.write_text(text)
-    from run_all import render_row  # noqa: PLC0415 - benchmarks/ is on sys.path when run as a script
-
     print()
     print(render_row(row))
 
 
 # ------------------------------------------------------------------------------- shared inputs
-#: The paper's foam (SPEC §2): cylinder radius and largest void in µm, ~1,500 voids over 512 µm of height.
-FOAM_CYLINDER_RADIUS_UM = 170.67
-FOAM_MAX_VOID_RADIUS_UM = 34.13
-FOAM_VOIDS_PER_UM_HEIGHT = 1500 / 512.0
+def paper_foam() -> dict:
+    """The paper preset's ``phantom`` block plus ``height_um``, the height of the volume its voids fill.
+
+    Read from the config schema (its defaults are the paper preset, docs/design.md#scale-presets), so
+    a change of the study's foam reaches the benchmarks too; validating a config that holds only the
+    required keys fills every default in.
+    """
+    from resrecover.config import validate_config
+
+    config = validate_config({"realizations": {"train": 1, "alternate": 2}})
+    return {**config["phantom"], "height_um": config["volume_shape"][0] * config["voxel_size_um"]}
 
 
 def cached_foam(workdir: Path, n: int = 256, voxel_size_um: float = 1.0, seed: int = 7) -> Path:
     """An ``n``³ foam phantom (material fraction, float32 .npy) of the paper's foam at ``voxel_size_um``.
 
     Made with :func:`resrecover.phantom.generate_foam` once and cached in ``workdir``. The void
-    count is the paper's density (1,500 voids per 512 µm of height), so a 256³ grid at 2 µm is the
-    whole paper foam and at 1 µm its central quarter (the cylinder then is cut by the volume's sides).
+    count keeps the paper's density (:func:`paper_foam`: 1,500 voids per 512 µm of height), so a
+    256³ grid at 2 µm is the whole paper foam and at 1 µm its central quarter (the cylinder then is
+    cut by the volume's sides).
     """
     import numpy as np
 
@@ -426,16 +494,18 @@ def cached_foam(workdir: Path, n: int = 256, voxel_size_um: float = 1.0, seed: i
     from resrecover.phantom import generate_foam
 
     logging.getLogger("resrecover.phantom.foam").setLevel(logging.ERROR)  # the "cylinder is cut" warning
+    foam = paper_foam()
     height_um = n * voxel_size_um
     config = {
         "voxel_size_um": float(voxel_size_um),
         "volume_shape": [n, n, n],
         "phantom": {
-            "cylinder_radius_um": FOAM_CYLINDER_RADIUS_UM,
-            "max_void_radius_um": FOAM_MAX_VOID_RADIUS_UM,
-            "n_voids": int(round(FOAM_VOIDS_PER_UM_HEIGHT * height_um)),
+            "cylinder_radius_um": foam["cylinder_radius_um"],
+            "max_void_radius_um": foam["max_void_radius_um"],
+            "n_voids": int(round(foam["n_voids"] / foam["height_um"] * height_um)),
+            # the quick preset's candidate count: the paper's 1.5 million cost minutes per phantom
             "n_candidates": 300000,
-            "supersampling": 2,
+            "supersampling": foam["supersampling"],
         },
     }
     volume, _ = generate_foam(config, seed)

@@ -1,9 +1,11 @@
 """Run every benchmark comparison and rewrite ``benchmarks/RESULTS.md`` (and ``results.json``).
 
-    python benchmarks/run_all.py                      # everything, the quick preset included
-    python benchmarks/run_all.py --skip-quick         # every row but the quick preset
-    python benchmarks/run_all.py --quick-results DIR  # reuse DIR/results/benchmarks/**.tsv of a finished quick run
-    python benchmarks/run_all.py --only rl ssim       # some rows (the others are kept from results.json)
+From the repository root:
+
+    python -m benchmarks.run_all                      # everything, the quick preset included
+    python -m benchmarks.run_all --skip-quick         # every row but the quick preset
+    python -m benchmarks.run_all --quick-results DIR  # reuse DIR/results/benchmarks/**.tsv of a finished quick run
+    python -m benchmarks.run_all --only rl ssim       # some rows (the others are kept from results.json)
 
 Each row runs its two sides in fresh subprocesses (see ``harness.py``); rows run one after the
 other so that they never compete for the cores. Timings are ratios measured in one run on one
@@ -22,61 +24,13 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import harness  # noqa: E402
+from benchmarks import harness
+from benchmarks.harness import fmt_met, fmt_ratio, markdown_cell, render_row
 
 ROWS = ["rl", "ssim", "pores", "tiled_inference", "fdk", "out_of_core", "quick_preset"]
-MODULES = {name: f"bench_{name}" for name in ROWS}
+MODULES = {name: f"benchmarks.bench_{name}" for name in ROWS}
 RESULTS_MD = harness.BENCH_DIR / "RESULTS.md"
 RESULTS_JSON = harness.BENCH_DIR / "results.json"
-
-
-def _fmt_ratio(value) -> str:
-    return "–" if value is None else f"{value:.2f}×"
-
-
-def _cell(value) -> str:
-    """Text for a markdown table cell (pipes escaped, no line breaks)."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _met(row: dict) -> str:
-    met = row.get("met")
-    return {True: "**yes**", False: "**no**", None: "n/a"}.get(met, str(met))
-
-
-def render_row(row: dict) -> str:
-    """One markdown section (a two-column table) for a result row."""
-    lines = [f"### {row.get('title', row.get('name'))}", ""]
-    if row.get("error"):
-        lines += [f"Failed: `{row['error']}`", ""]
-        return "\n".join(lines)
-    table = [
-        ("sizes", row.get("sizes", "–")),
-        ("ours", f"`{row.get('ours_label', '–')}`"),
-        ("peer", row.get("peer_label", "–")),
-        ("ours: time", harness.fmt_side(row.get("ours"))),
-        ("peer: time", harness.fmt_side(row.get("peer")) if row.get("peer") else row.get("peer_note", "–")),
-        ("ratio (peer / ours)", _fmt_ratio(row.get("ratio"))),
-        ("ours: peak RSS", harness.fmt_mem(row.get("ours"))),
-        ("peer: peak RSS", harness.fmt_mem(row.get("peer"))),
-        ("same result?", row.get("check", "–")),
-        ("target", row.get("target", "–")),
-        ("target met", _met(row)),
-    ]
-    for key, value in row.get("extra_fields", []):
-        table.insert(-2, (key, value))
-    lines += ["| field | value |", "|---|---|"]
-    for key, value in table:
-        lines.append(f"| {key} | {_cell(value)} |")
-    for note in row.get("notes", []):
-        lines.append("")
-        lines.append(note if "\n" in note else f"- {note}")  # a note holding a table stays a paragraph
-    if row.get("profile"):
-        lines += ["", "Profile of ours:", "", "```", row["profile"].rstrip(), "```"]
-    lines.append("")
-    return "\n".join(lines)
 
 
 def summary_table(rows: dict[str, dict]) -> str:
@@ -95,8 +49,8 @@ def summary_table(rows: dict[str, dict]) -> str:
         peer = harness.fmt_s((row.get("peer") or {}).get("median_s")) if row.get("peer") else row.get("peer_short", "–")
         check = row.get("check_short", row.get("check", "–"))
         lines.append(
-            f"| {row.get('title', name)} | {ours} | {peer} | {_fmt_ratio(row.get('ratio'))} | "
-            f"{_cell(check)} | {row.get('target', '–')} | {_met(row)} |"
+            f"| {row.get('title', name)} | {ours} | {peer} | {fmt_ratio(row.get('ratio'))} | "
+            f"{markdown_cell(check)} | {row.get('target', '–')} | {fmt_met(row)} |"
         )
     return "\n".join(lines)
 
@@ -111,7 +65,7 @@ def render(rows: dict[str, dict], machine: dict, started: str, total_s: float | 
     parts = [
         "# Benchmarks",
         "",
-        f"Written by `benchmarks/run_all.py` on {started} (UTC)"
+        f"Written by `python -m benchmarks.run_all` on {started} (UTC)"
         + (f", {total_s / 60:.1f} min in total." if total_s else "."),
         "",
         "## Machine",
@@ -213,7 +167,7 @@ def main(argv=None) -> int:
             pass
         row["measured"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
         rows[name] = row
-        print(f"[run_all] {name}: {row['row_seconds']} s, ratio {_fmt_ratio(row.get('ratio'))}, met {row.get('met')}",
+        print(f"[run_all] {name}: {row['row_seconds']} s, ratio {fmt_ratio(row.get('ratio'))}, met {row.get('met')}",
               flush=True)
         # write as we go: an interrupted run keeps the rows it finished
         results_json.write_text(json.dumps({"machine": machine, "started": started, "rows": rows}, indent=1,

@@ -57,7 +57,7 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray, data_range: float = 1.0
 
 
 def raymarch_astra_frame(volume: np.ndarray, geometry: ConeBeamGeometry, step_vox: float = 0.25) -> np.ndarray:
-    """Line integrals written from CT_CONVENTIONS §0 (ASTRA's frame), independent of RTK.
+    """Line integrals written from docs/ct_geometry.md#the-frame (ASTRA's frame), independent of RTK.
 
     Source (SOD·sinθ, −SOD·cosθ, 0), detector centre (−ODD·sinθ, ODD·cosθ, 0), column step
     (cosθ, sinθ, 0)·pitch, row step +z·pitch; trilinear samples every ``step_vox`` voxels.
@@ -406,7 +406,7 @@ def test_simulate_volume_file_reads_tiff_and_hdf5(tmp_path):
 
 
 def test_astra_geometry_is_the_frame_of_the_raymarcher():
-    """Without a GPU, check ASTRA's own vectors (``geom_2vec``, plain Python) against CT_CONVENTIONS §0."""
+    """Without a GPU, check ASTRA's own vectors (``geom_2vec``, plain Python) against docs/ct_geometry.md#the-frame."""
     astra = pytest.importorskip("astra")
     from resrecover.ct.astra_backend import projection_geometry, volume_geometry
 

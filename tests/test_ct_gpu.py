@@ -1,4 +1,4 @@
-"""ASTRA (CUDA) against RTK on one asymmetric geometry: CT_CONVENTIONS §3's test recipe.
+"""ASTRA (CUDA) against RTK on one asymmetric geometry: the check of docs/ct_geometry.md#checking-the-mapping.
 
 Skipped without CUDA: ASTRA's 3D calls would kill the interpreter there, so nothing of ASTRA runs
 unless ``astra.use_cuda()`` is true (checked through :func:`resrecover.ct.cuda_available`, which

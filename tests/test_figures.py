@@ -1,4 +1,4 @@
-"""Figures 1-9 from small synthetic results laid out as in SPEC §6 (σ 3 and 9, as the test preset)."""
+"""Figures 1-9 from small synthetic results laid out as in docs/results.md (σ 3 and 9, as the test preset)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def pore_table(seed: int, n: int, shrink: float) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory, config):
-    """Volumes, maps, tables and pore tables of a tiny run, under the SPEC §6 paths."""
+    """Volumes, maps, tables and pore tables of a tiny run, under the docs/results.md paths."""
     root = tmp_path_factory.mktemp("figures") / "results"
     voxel = config["voxel_size_um"]
     radius = config["phantom"]["cylinder_radius_um"]

@@ -1,4 +1,4 @@
-"""Readers and writers of the formats microscopists have (SPEC §4.6): round trips, voxel sizes, refusals."""
+"""Readers and writers of the formats microscopists have (docs/own_scans.md): round trips, voxel sizes, refusals."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""Image metrics (MSE, PSNR, 3D SSIM), MS-SSIM maps and table collection (SPEC §4.4, §6)."""
+"""Image metrics (MSE, PSNR, 3D SSIM), MS-SSIM maps and table collection (docs/design.md#evaluation)."""
 
 import logging
 import math

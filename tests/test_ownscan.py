@@ -1,4 +1,4 @@
-"""Own scans (SPEC §4.6): train on a registered low/high-res pair, recover the large FOV out of core.
+"""Own scans (docs/own_scans.md): train on a registered low/high-res pair, recover the large FOV out of core.
 
 A synthetic foam block stands in for the sample: its low-res scan (3 µm voxels, the whole field of
 view) and a high-res scan (1 µm) of an interior cube at a known offset; the block itself is the

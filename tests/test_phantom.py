@@ -1,4 +1,4 @@
-"""Foam phantom (SPEC §4.1): placement rule, reproducibility, voxelization accuracy, file layout."""
+"""Foam phantom (docs/phantom.md): placement rule, reproducibility, voxelization accuracy, file layout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Registration of a high-res interior scan in a low-res large-FOV scan (SPEC §4.6) on synthetic foam pairs."""
+"""Registration of a high-res interior scan in a low-res large-FOV scan (docs/own_scans.md) on synthetic foam pairs."""
 
 import json
 

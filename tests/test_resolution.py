@@ -1,4 +1,4 @@
-"""Gaussian-fit effective resolution and Fourier shell correlation (SPEC §4.4; paper §2.5.1, Fig. 9)."""
+"""Gaussian-fit effective resolution and Fourier shell correlation (docs/design.md#evaluation; paper §2.5.1, Fig. 9)."""
 
 import math
 

@@ -14,6 +14,7 @@ from resrecover.evaluate.pores import write_labels
 from resrecover.io import write_volume
 from resrecover.trust import (
     TRUST_DATASETS,
+    calibrate_on_overlap,
     disagreement_map,
     ensemble_from_files,
     estimate_blur_um,
@@ -21,7 +22,6 @@ from resrecover.trust import (
     member_seed,
     noise_correlation_factor,
     noise_level_map,
-    own_scan_residual_map,
     pore_trust_table,
     read_trust_maps,
     residual_map,
@@ -152,18 +152,23 @@ def test_roc_auc_and_the_blur_estimate_of_own_scans(foam):
     truth, _, _ = foam
     low = gaussian_blur(truth, 2.5) + np.random.default_rng(5).normal(0, 0.01, SHAPE).astype(np.float32)
     assert estimate_blur_um(truth, low, voxel_size_um=2.0) == pytest.approx(5.0, abs=0.3)
-    # an own scan: correlated noise, blur and κ unknown; calibrated on the overlap, a recovery equal to
-    # the high-res scan reads noise level, one with a void the low-res scan cannot have seen does not
+    # an own scan: correlated noise, blur and κ unknown; calibrated on the overlap (as rule pair_trust
+    # does), a recovery equal to the high-res scan reads noise level, one with a void the low-res scan
+    # cannot have seen does not
     rng = np.random.default_rng(9)
     noise = ndi.gaussian_filter(rng.normal(0, 1, SHAPE), 1.0).astype(np.float32)
     low = gaussian_blur(truth, 2.0) + 0.03 * noise / noise.std()
-    residual, _, sigma_um, kappa = own_scan_residual_map(truth, low, truth, voxel_size_um=1.0)
+    sigma_um, kappa = calibrate_on_overlap(truth, low, voxel_size_um=1.0)
     assert sigma_um == pytest.approx(2.0, abs=0.2) and kappa > 1.5
-    assert np.median(residual) == pytest.approx(1.0, abs=0.25)
+
+    def own_scan_residual(recovered):
+        residual, _ = residual_map(recovered, low, 1.0, sigma_um, target_sigma_um=0.0, noise_correlation=kappa)
+        return residual
+
+    assert np.median(own_scan_residual(truth)) == pytest.approx(1.0, abs=0.25)
     fake = truth.copy()
     fake[_ball(SHAPE, (20, 30, 18), 4)] = 0
-    residual_fake, *_ = own_scan_residual_map(fake, low, truth, voxel_size_um=1.0)
-    assert residual_fake[_ball(SHAPE, (20, 30, 18), 4)].mean() > 10
+    assert own_scan_residual(fake)[_ball(SHAPE, (20, 30, 18), 4)].mean() > 10
 
 
 def test_trust_plan_and_member_seeds():

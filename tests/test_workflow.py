@@ -19,7 +19,8 @@ from workflow_outputs import expected_outputs
 TEST_CONFIG = REPO / "tests" / "config" / "test.yaml"
 pytestmark = pytest.mark.slow
 
-SPEC_COLUMNS = {
+# the columns each table promises (docs/results.md#tables)
+CONTRACT_COLUMNS = {
     "image_metrics": ["method", "realization", "sigma_um", "mse", "psnr", "ssim"],
     "pores_summary": ["method", "realization", "sigma_um", "n_pores", "recovery_pct", "porosity",
                       "porosity_error_pct", "sphericity_mean", "sphericity_std", "n_matched", "n_missed",
@@ -50,7 +51,7 @@ def test_every_output_of_the_test_preset(first_run):
 
 
 def test_tables_have_the_contract_columns(first_run):
-    for table, columns in SPEC_COLUMNS.items():
+    for table, columns in CONTRACT_COLUMNS.items():
         df = pd.read_csv(first_run / "results" / "tables" / f"{table}.csv")
         assert list(df.columns[: len(columns)]) == columns, (table, list(df.columns))
         assert len(df) > 0

@@ -1,4 +1,4 @@
-"""The outputs a preset must produce (SPEC §6), listed from its config, for the workflow tests."""
+"""The outputs a preset must produce (docs/results.md), listed from its config, for the workflow tests."""
 
 from pathlib import Path
 

@@ -102,6 +102,11 @@ def _check_cross_keys(config: dict) -> None:
                     f"{network}.sigma_overrides: sigma_um {entry['sigma_um']} is not one of scan.sigmas_um "
                     f"{config['scan']['sigmas_um']}"
                 )
+    for sigma in config["tuning"]["sigmas_um"]:
+        if not any(abs(sigma - s) < 1e-9 for s in config["scan"]["sigmas_um"]):
+            raise ConfigError(f"tuning.sigmas_um: {sigma} is not one of scan.sigmas_um {config['scan']['sigmas_um']}")
+    if "chosen" in config["tuning"]["compare"]:
+        raise ConfigError("tuning.compare: 'chosen' is the name of the config's own settings; pick another name")
     inf = config["inference"]
     if inf["overlap_px"] * 2 >= inf["tile_px"]:
         raise ConfigError(
@@ -159,6 +164,20 @@ def sigma_tag(sigma_um: float) -> str:
 def all_sigmas(config: dict) -> list[float]:
     """Target blur first, then the low-resolution levels."""
     return [config["scan"]["target_sigma_um"], *config["scan"]["sigmas_um"]]
+
+
+def training_seed(master_seed: int, network: str, sigma_um: float, member: int = 0) -> int:
+    """The seed of a network's training at σ: weights, tiles, SRCNN's split (member 0: the study's model).
+
+    Members 1, 2, ... are the trust ensemble's extra networks; a learning curve uses member 0's seed
+    so that its last snapshot is the study's model itself.
+    """
+    if member < 0:
+        raise ConfigError(f"ensemble member {member}; expected 0, 1, ...")
+    tag = sigma_tag(sigma_um)
+    if member == 0:
+        return derive_seed(master_seed, "train", network, tag)
+    return derive_seed(master_seed, "train", network, tag, "member", int(member))
 
 
 def config_hash(config: dict) -> str:

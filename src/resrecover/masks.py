@@ -8,7 +8,7 @@ import numpy as np
 def disc_mask(shape_yx: tuple[int, int], radius_vox: float) -> np.ndarray:
     """Boolean (ny, nx) disc of ``radius_vox`` voxels centred on the grid centre.
 
-    Voxel centres are at ``(i - (n - 1) / 2)`` voxels from the centre (CT_CONVENTIONS §0).
+    Voxel centres are at ``(i - (n - 1) / 2)`` voxels from the centre (docs/ct_geometry.md#the-frame).
     """
     ny, nx = shape_yx
     y = np.arange(ny) - (ny - 1) / 2

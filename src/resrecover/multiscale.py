@@ -1,4 +1,4 @@
-"""Synthetic multiscale pairs (SPEC §4.6): a large-FOV low-resolution scan and a high-resolution interior scan.
+"""Synthetic multiscale pairs (docs/own_scans.md): a large-FOV low-resolution scan and a high-resolution interior scan.
 
 They stand in for a microscopist's two scans in tests and in the shipped example, with a known
 answer for registration.

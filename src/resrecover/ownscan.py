@@ -1,4 +1,4 @@
-"""Your own scans (SPEC §4.6): train on a registered low/high-resolution pair, recover the large FOV.
+"""Your own scans (docs/own_scans.md): train on a registered low/high-resolution pair, recover the large FOV.
 
 A microscopist has a low-resolution scan of a whole sample (the large field of view, LFOV) and a
 high-resolution scan of an interior region. After :mod:`resrecover.register` has placed the second

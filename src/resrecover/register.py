@@ -1,4 +1,4 @@
-"""Registration of a high-resolution interior scan inside a low-resolution large-FOV scan (SPEC §4.6).
+"""Registration of a high-resolution interior scan inside a low-resolution large-FOV scan (docs/own_scans.md).
 
 The paper (§2.4) places the pair coarsely from the sample-stage motor positions and then fine-tunes
 it with an FFT-based 3D registration. Here:

@@ -3,11 +3,13 @@ import re
 import sys
 
 from resrecover.gpu import cuda_device_count
+from resrecover.methods.registry import is_network
 from resrecover.config import (
     ConfigError,
     all_sigmas,
     derive_seed,
     sigma_tag,
+    training_seed,
     validate_config,
 )
 
@@ -24,7 +26,7 @@ SIMULATED_REALIZATIONS = [*REALIZATIONS, "validation"]
 TARGET_SIGMA = sigma_tag(config["scan"]["target_sigma_um"])
 LRES_SIGMAS = [sigma_tag(s) for s in config["scan"]["sigmas_um"]]
 ALL_SIGMAS = [sigma_tag(s) for s in all_sigmas(config)]
-NETWORKS = [m for m in config["methods"] if m in ("deepnet", "srcnn")]
+NETWORKS = [m for m in config["methods"] if is_network(m)]
 METHODS = list(config["methods"])
 # every method is evaluated, and so is the un-recovered FDK input as a baseline
 EVALUATED = [*METHODS, "fdk"]
@@ -42,11 +44,6 @@ SIM_GPU = int(
 
 def alternatives(values):
     return "|".join(re.escape(v) for v in values)
-
-
-def projection_output(path):
-    """Scan projections are bulky intermediates: temporary unless the config keeps them."""
-    return path if config["scan"]["keep_projections"] else temp(path)
 
 
 def recovered(method, realization, sigma):
@@ -120,6 +117,16 @@ def figure_rule_outputs(name):
         ),
         "pdf": f"results/figures/{name}.pdf",
     }
+
+
+# ---- learning curves on the validation realization (workflow/rules/tuning.smk; config `tuning:`) ----
+from resrecover.evaluate.learning_curve import tuning_sigmas
+
+TUNING = {
+    "networks": [n for n in config["tuning"]["networks"] if n in NETWORKS],
+    "sigmas": [sigma_tag(s) for s in tuning_sigmas(config)],
+    "settings": ["chosen", *config["tuning"]["compare"]],
+}
 
 
 # ---- trust maps without ground truth (workflow/rules/trust.smk; config `trust:`) ----
@@ -208,12 +215,12 @@ def trust_outputs():
             f"results/pairs/{name}/trust/{m}.h5"
             for name, pair in globals().get("PAIRS", {}).items()
             for m in pair["methods"]
-            if m in ("deepnet", "srcnn")
+            if is_network(m)
         ),
     ]
 
 
-# Your own scans (SPEC §4.6; rules in pairs.smk): the `pairs:` block by name, plus the synthetic pair
+# Your own scans (docs/own_scans.md; rules in pairs.smk): the `pairs:` block by name, plus the synthetic pair
 # `example` (results/multiscale_example) when multiscale_example.enabled.
 from resrecover.ownscan import configured_pairs, pair_targets, volume_file
 

@@ -1,4 +1,4 @@
-# Stage 4: evaluation against the ground truth (SPEC §4.4): image metrics, Gaussian-fit resolution,
+# Stage 4: evaluation against the ground truth (docs/design.md#evaluation): image metrics, Gaussian-fit resolution,
 # FSC, one segmentation recipe for every volume, pore tables with one-to-one matching, MS-SSIM maps.
 
 
@@ -84,6 +84,8 @@ rule collect_tables:
         "results/tables/{table}.csv",
     log:
         "logs/collect_tables/{table}.log",
+    benchmark:
+        "results/benchmarks/tables/{table}.tsv"
     wildcard_constraints:
         table="image_metrics|gaussian_fit|fsc",
     localrule: True
@@ -123,6 +125,8 @@ rule collect_pore_tables:
         fsc_resolution="results/tables/fsc_resolution.csv",
     log:
         "logs/collect_pore_tables.log",
+    benchmark:
+        "results/benchmarks/tables/pores_summary.tsv"
     localrule: True
     conda:
         "../../envs/analysis.yaml"
@@ -139,10 +143,17 @@ rule summary_table:
         gaussian_fit_best="results/tables/gaussian_fit_best.csv",
         fsc_resolution="results/tables/fsc_resolution.csv",
     output:
-        csv="results/tables/summary.csv",
+        csv=report(
+            "results/tables/summary.csv",
+            caption="../report/summary_table.rst",
+            category="Tables",
+            labels={"table": "summary"},
+        ),
         markdown="results/tables/summary.md",
     log:
         "logs/summary_table.log",
+    benchmark:
+        "results/benchmarks/tables/summary.tsv"
     localrule: True
     conda:
         "../../envs/analysis.yaml"

@@ -1,4 +1,5 @@
-# Stage 5: the paper's figures 1-9 (SPEC §4.5), each PNG + PDF and a report() item with a caption.
+# Stage 5: the paper's figures 1-9 (docs/design.md#figures-and-tables), each PNG + PDF and a report()
+# item with a caption.
 # Every plotted number is in a CSV under results/tables/ (or the per-pore tables of results/pores/).
 
 
@@ -9,6 +10,8 @@ rule fig1_training_pairs:
         **figure_rule_outputs("fig1_training_pairs"),
     log:
         "logs/figures/fig1_training_pairs.log",
+    benchmark:
+        "results/benchmarks/figures/fig1_training_pairs.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -35,6 +38,8 @@ rule fig2_deepnet_train_vs_alternate:
         **figure_rule_outputs("fig2_deepnet_train_vs_alternate"),
     log:
         "logs/figures/fig2_deepnet_train_vs_alternate.log",
+    benchmark:
+        "results/benchmarks/figures/fig2_deepnet_train_vs_alternate.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -48,6 +53,8 @@ rule fig3_image_metrics:
         **figure_rule_outputs("fig3_image_metrics"),
     log:
         "logs/figures/fig3_image_metrics.log",
+    benchmark:
+        "results/benchmarks/figures/fig3_image_metrics.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -67,6 +74,8 @@ rule fig4_slice_grid:
         **figure_rule_outputs("fig4_slice_grid"),
     log:
         "logs/figures/fig4_slice_grid.log",
+    benchmark:
+        "results/benchmarks/figures/fig4_slice_grid.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -80,6 +89,8 @@ rule fig5_pore_recovery:
         **figure_rule_outputs("fig5_pore_recovery"),
     log:
         "logs/figures/fig5_pore_recovery.log",
+    benchmark:
+        "results/benchmarks/figures/fig5_pore_recovery.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -94,6 +105,8 @@ rule fig6_pore_size_histograms:
         **figure_rule_outputs("fig6_pore_size_histograms"),
     log:
         "logs/figures/fig6_pore_size_histograms.log",
+    benchmark:
+        "results/benchmarks/figures/fig6_pore_size_histograms.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -116,6 +129,8 @@ rule fig7_sphericity:
         **figure_rule_outputs("fig7_sphericity"),
     log:
         "logs/figures/fig7_sphericity.log",
+    benchmark:
+        "results/benchmarks/figures/fig7_sphericity.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -133,6 +148,8 @@ rule fig8_msssim_maps:
         **figure_rule_outputs("fig8_msssim_maps"),
     log:
         "logs/figures/fig8_msssim_maps.log",
+    benchmark:
+        "results/benchmarks/figures/fig8_msssim_maps.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:
@@ -147,6 +164,8 @@ rule fig9_gaussian_fit:
         **figure_rule_outputs("fig9_gaussian_fit"),
     log:
         "logs/figures/fig9_gaussian_fit.log",
+    benchmark:
+        "results/benchmarks/figures/fig9_gaussian_fit.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:

@@ -1,4 +1,4 @@
-# Stage 7: your own scans (SPEC §4.6; src/resrecover/ownscan.py). For every entry of `pairs:` (and
+# Stage 7: your own scans (docs/own_scans.md; src/resrecover/ownscan.py). For every entry of `pairs:` (and
 # the synthetic pair `example` when multiscale_example.enabled): register the high-res interior
 # scan in the low-res large-FOV scan, resample the low-res overlap onto the high-res voxels (the
 # training pair), train each method on it, and recover the whole low-res field of view (or `roi`)
@@ -14,6 +14,8 @@ rule multiscale_example:
         truth="results/multiscale_example/truth.json",
     log:
         "logs/pairs/multiscale_example.log",
+    benchmark:
+        "results/benchmarks/pairs/example/multiscale_example.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -143,6 +145,8 @@ rule pair_registration_error:
         "results/pairs/example/registration_error.csv",
     log:
         "logs/pairs/example/registration_error.log",
+    benchmark:
+        "results/benchmarks/pairs/example/registration_error.tsv"
     localrule: True
     conda:
         "../../envs/analysis.yaml"

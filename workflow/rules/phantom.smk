@@ -1,4 +1,4 @@
-# Stage 1: foam phantoms (SPEC §4.1): seeded void placement and supersampled voxelization.
+# Stage 1: foam phantoms (docs/phantom.md): seeded void placement and supersampled voxelization.
 
 
 rule phantom:

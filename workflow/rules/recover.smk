@@ -1,4 +1,4 @@
-# Stage 3b: recover every LRES volume of both realizations (SPEC §4.3).
+# Stage 3b: recover every LRES volume of both realizations (docs/design.md#recovery).
 
 
 rule recover_network:

@@ -1,4 +1,4 @@
-# Stage 3a: train DeepNet and SRCNN-3D on the training realization, LRES input -> HRES target (SPEC §4.3).
+# Stage 3a: train DeepNet and SRCNN-3D on the training realization, LRES input -> HRES target (docs/design.md#training).
 
 
 rule train:
@@ -23,6 +23,6 @@ rule train:
         runtime=240,
     params:
         checkpoint_dir="results/models/{network}/sigma{sigma}/checkpoints",
-        seed=lambda wc: derive_seed(config["seed"], "train", wc.network, wc.sigma),
+        seed=lambda wc: training_seed(config["seed"], wc.network, float(wc.sigma)),
     script:
         "../scripts/train.py"

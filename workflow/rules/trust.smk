@@ -107,9 +107,20 @@ rule trust_pores:
         labels="results/labels/{method}/{realization}/sigma{sigma}.h5",
         pores="results/pores/{method}/{realization}/sigma{sigma}.csv",
     output:
-        "results/trust/pores/{method}/{realization}/sigma{sigma}.csv",
+        report(
+            "results/trust/pores/{method}/{realization}/sigma{sigma}.csv",
+            caption="../report/trust_pores.rst",
+            category="Trust per pore",
+            labels={
+                "method": "{method}",
+                "realization": "{realization}",
+                "sigma_um": "{sigma}",
+            },
+        ),
     log:
         "logs/trust/pores/{method}/{realization}/sigma{sigma}.log",
+    benchmark:
+        "results/benchmarks/trust/pores/{method}/{realization}/sigma{sigma}.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -141,9 +152,16 @@ rule trust_validation:
         lres=expand("results/recon/alternate/sigma{sigma}.h5", sigma=TRUST_SIGMAS),
         ground_truth="results/recon/alternate/ground_truth.h5",
     output:
-        "results/tables/trust_validation.csv",
+        report(
+            "results/tables/trust_validation.csv",
+            caption="../report/trust_validation.rst",
+            category="Tables",
+            labels={"table": "trust_validation"},
+        ),
     log:
         "logs/trust/validation.log",
+    benchmark:
+        "results/benchmarks/trust/validation.tsv"
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -171,6 +189,8 @@ rule fig10_trust_maps:
         **figure_rule_outputs("fig10_trust_maps"),
     log:
         "logs/figures/fig10_trust_maps.log",
+    benchmark:
+        "results/benchmarks/figures/fig10_trust_maps.tsv"
     conda:
         "../../envs/analysis.yaml"
     script:

@@ -1,4 +1,4 @@
-"""Rule collect_tables: per-volume CSVs → one results table (image_metrics, gaussian_fit or fsc; SPEC §6)."""
+"""Rule collect_tables: per-volume CSVs → one results table (image_metrics, gaussian_fit or fsc; docs/results.md)."""
 
 from resrecover.evaluate.metrics import collect_tables
 from resrecover.io import atomic_write_csv

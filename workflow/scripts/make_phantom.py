@@ -1,4 +1,4 @@
-"""Rule `phantom` (workflow/rules/phantom.smk): one seeded foam realization (SPEC §4.1)."""
+"""Rule `phantom` (workflow/rules/phantom.smk): one seeded foam realization (docs/phantom.md)."""
 
 from resrecover.phantom import make_phantom
 from resrecover.snakemake_support import script_logging, validated_config

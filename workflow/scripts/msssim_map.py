@@ -1,4 +1,4 @@
-"""Rule msssim_map: 3D multiscale-SSIM quality map of a volume against the ground truth (SPEC §4.4, Fig. 8).
+"""Rule msssim_map: 3D multiscale-SSIM quality map of a volume against the ground truth (docs/design.md#evaluation, Fig. 8).
 
 The map covers the whole volume; its score (attribute ``msssim``) is averaged inside the foam's cylinder.
 """

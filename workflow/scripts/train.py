@@ -1,4 +1,4 @@
-"""Rule `train`: fit DeepNet or SRCNN-3D on the training realization, LRES σ -> HRES (SPEC §4.3).
+"""Rule `train`: fit DeepNet or SRCNN-3D on the training realization, LRES σ -> HRES (docs/design.md#training).
 
 Resumes from params.checkpoint_dir when a previous attempt was interrupted.
 """

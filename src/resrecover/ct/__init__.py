@@ -1,4 +1,4 @@
-"""Simulated cone-beam acquisition and FDK reconstruction (SPEC §4.2; frames and units: CT_CONVENTIONS.md).
+"""Simulated cone-beam acquisition and FDK reconstruction (frames and units: docs/ct_geometry.md).
 
 One :class:`ConeBeamGeometry` drives both backends: ASTRA (CUDA, chosen by ``'auto'`` when
 ``astra.use_cuda()`` is true) and RTK (CPU). Volumes are z-y-x, projections (angle, row, column),

@@ -1,4 +1,4 @@
-"""ASTRA Toolbox (CUDA) forward projection and FDK for :class:`ConeBeamGeometry` (CT_CONVENTIONS §1, §3).
+"""ASTRA Toolbox (CUDA) forward projection and FDK for :class:`ConeBeamGeometry` (docs/ct_geometry.md#astra).
 
 Our frame is ASTRA's own, so nothing is flipped: the z-y-x volume goes in as is with a window of
 ±n·vs/2 µm per axis (``create_vol_geom(ny, nx, nz, x-window, y-window, z-window)``), and the

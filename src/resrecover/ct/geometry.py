@@ -1,4 +1,4 @@
-"""One cone-beam geometry for both backends (SPEC §4.2, CT_CONVENTIONS.md §0).
+"""One cone-beam geometry for both backends (docs/ct_geometry.md#the-frame).
 
 The frame is the one ASTRA uses natively: rotation axis z, numpy volume ``vol[z, y, x]`` centred on
 the axis, source at ``(SOD·sinθ, -SOD·cosθ, 0)``, flat detector at distance ``SDD - SOD`` beyond
@@ -212,7 +212,7 @@ def interleaved_subsets(n_angles: int, max_size: int) -> list[np.ndarray]:
     """Split ``range(n_angles)`` into ``k`` interleaved index sets ``j, j+k, j+2k, ...`` of equal size.
 
     Each subset of an equally spaced 360° scan is itself an equally spaced 360° scan, so the mean of
-    their FDKs equals the FDK of all views (FDK is linear; CT_CONVENTIONS §2). ``k`` is the smallest
+    their FDKs equals the FDK of all views (FDK is linear; docs/ct_geometry.md). ``k`` is the smallest
     divisor of ``n_angles`` that keeps every subset at most ``max_size`` views: equal sizes keep
     both backends' angular weights exact (ASTRA weights by ``π/(2N)``, RTK by the gaps).
     """

@@ -1,4 +1,4 @@
-"""RTK (``itk-rtk``, CPU) forward projection and FDK for :class:`ConeBeamGeometry` (CT_CONVENTIONS §2–3).
+"""RTK (``itk-rtk``, CPU) forward projection and FDK for :class:`ConeBeamGeometry` (docs/ct_geometry.md#rtk).
 
 RTK rotates about its y axis with the source on +z at 0°; our frame (ASTRA's) rotates about z with
 the source on -y. The proper rotation (x, y, z) → (x, z, -y) maps source, detector columns and rows
@@ -6,7 +6,7 @@ exactly, so only the volume's y axis is reversed: a z-y-x array goes to RTK as
 ``vol.transpose(1, 0, 2)[::-1]`` and comes back as ``rec[::-1].transpose(1, 0, 2)``. Angles pass
 unchanged (degrees), projections need no flip: RTK's numpy stack is (angle, row, column) like ours.
 
-The first use of ``itk.RTK`` in a process costs 10–25 s of wrapper loading (CT_CONVENTIONS §2);
+The first use of ``itk.RTK`` in a process costs 10–25 s of wrapper loading (docs/ct_geometry.md#rtk);
 later calls cost nothing, so a process should do all its scans and reconstructions in one go.
 """
 

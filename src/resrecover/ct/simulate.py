@@ -1,10 +1,10 @@
-"""Simulated acquisition and FDK (SPEC §4.2): backend choice, degradation, projection files, stages.
+"""Simulated acquisition and FDK (docs/design.md#simulated-acquisition): backends, degradation, files, stages.
 
 Units: volumes hold a value ``v`` whose physical attenuation is ``v × attenuation_per_um`` (1/µm);
 the workflow's phantoms are material fraction (material 1, void 0). Line integrals are stored in
 µm × ``v``, so FDK returns ``v`` again. Memory stays bounded by working on ``chunk`` views at a
 time: forward projection and degradation stream through contiguous blocks of views, FDK averages
-the reconstructions of interleaved full-circle subsets (FDK is linear; CT_CONVENTIONS §2).
+the reconstructions of interleaved full-circle subsets (FDK is linear; docs/ct_geometry.md#one-scan-on-both-backends).
 """
 
 from __future__ import annotations

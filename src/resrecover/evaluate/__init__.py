@@ -1,4 +1,4 @@
-"""Evaluation against the ground truth (SPEC §4.4).
+"""Evaluation against the ground truth (docs/design.md#evaluation).
 
 Modules (imported explicitly, e.g. ``from resrecover.evaluate.metrics import image_metrics``):
 

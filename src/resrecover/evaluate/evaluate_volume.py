@@ -1,4 +1,4 @@
-"""Per-volume evaluation against the ground truth (SPEC §4.4, the rules of workflow/rules/evaluate.smk).
+"""Per-volume evaluation against the ground truth (docs/design.md#evaluation, the rules of workflow/rules/evaluate.smk).
 
 - :func:`segment_ground_truth`: rule ``segment_ground_truth``, the ground truth's pores (the
   reference every other volume is matched to);
@@ -46,7 +46,7 @@ from .segmentation import segment_pores
 log = logging.getLogger(__name__)
 
 KEY_COLUMNS = ["method", "realization", "sigma_um"]
-#: Columns of results/tables/pores_summary.csv (SPEC §6).
+#: Columns of results/tables/pores_summary.csv (docs/results.md#tables).
 PORES_SUMMARY_COLUMNS = [*KEY_COLUMNS, *SUMMARY_KEYS]
 GROUND_TRUTH = "ground_truth"
 

@@ -12,6 +12,7 @@ back in training mode afterwards, so the final weights equal those of a plain ru
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -76,6 +77,48 @@ def score_volume(
     return {**metrics, **summary}
 
 
+CHOSEN = "chosen"
+
+
+def settings_variant(config: dict, name: str) -> dict:
+    """The config under the named settings: ``chosen`` (the config's own) or a ``tuning.compare`` entry.
+
+    The entry's ``deepnet:`` / ``srcnn:`` keys replace the config's, and the result is validated
+    again, so an alternative that is not a valid config fails with the key it names.
+    """
+    import copy
+
+    from ..config import ConfigError, validate_config
+
+    if name == CHOSEN:
+        return config
+    compare = config["tuning"]["compare"]
+    if name not in compare:
+        raise ConfigError(f"tuning.compare: no settings named {name!r}; expected one of {', '.join([CHOSEN, *compare])}")
+    variant = copy.deepcopy(config)
+    for block, overrides in compare[name].items():
+        variant[block].update(copy.deepcopy(overrides))
+    try:
+        return validate_config(variant)
+    except ConfigError as exc:
+        raise ConfigError(f"tuning.compare.{name}: {exc}") from None
+
+
+def tuning_sigmas(config: dict) -> list[float]:
+    """The σ (µm) with learning curves: ``tuning.sigmas_um``, or the two largest blur levels when empty."""
+    return [float(s) for s in (config["tuning"]["sigmas_um"] or sorted(config["scan"]["sigmas_um"])[-2:])]
+
+
+def collect_learning_curves(paths) -> pd.DataFrame:
+    """One table of every curve (results/tables/learning_curves.csv), sorted by method, σ, settings, iteration."""
+    frames = [pd.read_csv(p) for p in paths]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)
+    missing = [c for c in CURVE_COLUMNS if c not in table]
+    if missing:
+        raise ValueError(f"learning curves {list(map(str, paths))}: missing columns {missing}")
+    return table[CURVE_COLUMNS].sort_values(["method", "sigma_um", "settings", "iteration"], kind="stable")
+
+
 def default_snapshots(iterations: int, n_points: int = 6) -> list[int]:
     """About ``n_points`` snapshot iterations, doubling up to ``iterations`` (which is always one)."""
     points = {int(iterations)}
@@ -98,7 +141,7 @@ def learning_curve(
     sigma_um: float,
     work_dir: str | Path,
     seed: int,
-    settings_label: str = "config",
+    settings_label: str = CHOSEN,
     snapshots=None,
     threads: int | None = None,
     device="cpu",
@@ -112,7 +155,8 @@ def learning_curve(
         ``train_lres`` → ``train_hres`` with the config's settings for ``sigma_um``.
     validation_* : the validation realization's LRES volume at ``sigma_um``, its ground truth, and
         the ground truth's pore labels and table.
-    work_dir : the run's model files and checkpoints (a re-run resumes the training).
+    work_dir : the run's model files and checkpoints; a re-run starts the training afresh (a
+        resumed run could not score the snapshots before its checkpoint).
     settings_label : the ``settings`` column of the curve (e.g. 'chosen', 'previous').
     snapshots : iterations to score (``None``: :func:`default_snapshots`).
     out_csv : written atomically when given (columns :data:`CURVE_COLUMNS`).
@@ -158,6 +202,7 @@ def learning_curve(
         )
 
     work_dir = Path(work_dir)
+    shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
     train_model(
         method,
         train_lres,

@@ -1,4 +1,4 @@
-"""Image metrics against the ground truth: MSE, PSNR and 3D SSIM (SPEC §4.4, paper §3.1, Fig. 3).
+"""Image metrics against the ground truth: MSE, PSNR and 3D SSIM (docs/design.md#evaluation; paper §3.1, Fig. 3).
 
 All functions take two float volumes of the same (nz, ny, nx) shape, in material fraction, and an
 optional boolean mask of that shape (the reconstructable FOV, say) that restricts the average.
@@ -502,7 +502,7 @@ def ssim_3d(
 def image_metrics(volume, reference, data_range: float, window_px: int = 7, mask=None) -> dict[str, float]:
     """MSE, PSNR (dB) and mean 3D SSIM of ``volume`` against ``reference`` inside ``mask``.
 
-    Returns ``{"mse": ..., "psnr": ..., "ssim": ...}`` (the image_metrics.csv columns of SPEC §6).
+    Returns ``{"mse": ..., "psnr": ..., "ssim": ...}`` (the image_metrics.csv columns of docs/results.md#tables).
     """
     data_range = _check_data_range(data_range)
     err = mse(volume, reference, mask)
@@ -513,7 +513,7 @@ def image_metrics(volume, reference, data_range: float, window_px: int = 7, mask
     }
 
 
-#: the columns a results table is sorted by, in this order, where present (SPEC §6)
+#: the columns a results table is sorted by, in this order, where present (docs/results.md#tables)
 TABLE_SORT_KEYS = ("method", "realization", "sigma_um", "blur_sigma_um", "frequency")
 
 

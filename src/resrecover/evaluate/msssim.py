@@ -1,4 +1,4 @@
-"""3D multiscale-SSIM quality maps (SPEC §4.4; paper §2.5.2 and Fig. 8), after MATLAB ``multissim3``.
+"""3D multiscale-SSIM quality maps (docs/design.md#evaluation; paper §2.5.2 and Fig. 8), after MATLAB ``multissim3``.
 
 At each of ``scales`` dyadic scales the local SSIM statistics are taken with an isotropic Gaussian
 window (σ 1.5 px, 11 taps, normalized) and replicate padding (``ndimage`` mode ``'nearest'``),
@@ -33,7 +33,7 @@ from .metrics import K1, K2, _as_pair, _centre, _check_data_range
 
 log = logging.getLogger(__name__)
 
-#: scale weights of the paper's MS-SSIM (SPEC §4.4), finest first
+#: scale weights of the paper's MS-SSIM (docs/design.md#evaluation), finest first
 PAPER_WEIGHTS = (0.0545, 0.2442, 0.4026, 0.2442, 0.0545)
 
 

@@ -1,8 +1,8 @@
-"""Pore tables, one-to-one matching to the ground truth, summaries and size histograms (SPEC §4.4).
+"""Pore tables, one-to-one matching to the ground truth, summaries and size histograms (docs/design.md#evaluation).
 
 Units: lengths in µm, volumes in µm³, areas in µm². Pore centroids are given relative to the
 centre of the voxel grid (voxel ``i`` of ``n`` sits at ``(i - (n - 1) / 2) × voxel_size_um``, as in
-CT_CONVENTIONS §0 and the phantom's sphere table).
+docs/ct_geometry.md#the-frame and the phantom's sphere table).
 """
 
 from __future__ import annotations

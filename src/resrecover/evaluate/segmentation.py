@@ -1,4 +1,4 @@
-"""One automatic pore segmentation recipe for every volume (SPEC §4.4; the paper's §2.5).
+"""One automatic pore segmentation recipe for every volume (docs/design.md#evaluation; the paper's §2.5).
 
 The same steps, with the same settings, are applied to the ground truth, the un-recovered FDK input
 and every recovered volume, so that pore counts differ only because the images differ:

@@ -1,4 +1,4 @@
-"""The paper's figures 1-9 (SPEC §4.5), drawn from the result files of SPEC §6.
+"""The paper's figures 1-9 (docs/design.md#figures-and-tables), drawn from the result files of docs/results.md.
 
 >>> make_figure("fig5_pore_recovery", {"pores_summary": "results/tables/pores_summary.csv"},
 ...             "fig5.png", "fig5.pdf", config)  # doctest: +SKIP

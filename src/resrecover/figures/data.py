@@ -19,7 +19,7 @@ from ..io import InputError, read_volume_lazy, volume_info
 
 @dataclass(frozen=True)
 class ResultPath:
-    """A result file of the SPEC §6 layout and what its path says about it."""
+    """A result file of the docs/results.md layout and what its path says about it."""
 
     path: str
     method: str | None
@@ -48,7 +48,7 @@ def parse_sigma(path: str | os.PathLike) -> float | None:
 
 
 def parse_result_path(path: str | os.PathLike) -> ResultPath:
-    """Read method, realization and σ from a path of the SPEC §6 layout.
+    """Read method, realization and σ from a path of the docs/results.md layout.
 
     ``.../{method}/{realization}/sigma{σ}.ext`` (recovered volumes, maps, pore tables),
     ``.../recon/{realization}/sigma{σ}.h5`` (method ``fdk``),

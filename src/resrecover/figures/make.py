@@ -15,6 +15,7 @@ from .images import fig1_training_pairs, fig2_deepnet_train_vs_alternate, fig4_s
 from .plots import fig3_image_metrics, fig5_pore_recovery, fig6_pore_size_histograms, fig7_sphericity, fig9_gaussian_fit
 from .style import DPI, RC_PARAMS
 from .trust import fig10_trust_maps
+from .tuning import fig11_learning_curves
 
 #: Rule name (workflow/rules/figures.smk) -> function(inputs, config) -> Figure.
 FIGURE_BUILDERS: dict[str, Callable[[dict, dict | None], Figure]] = {
@@ -32,6 +33,8 @@ FIGURE_NAMES: tuple[str, ...] = tuple(FIGURE_BUILDERS)
 # ours, beyond the paper's nine: trust maps without ground truth (workflow/rules/trust.smk); kept out of
 # FIGURE_NAMES (the paper's figures, which tests/test_figures.py draws from synthetic inputs of its own)
 FIGURE_BUILDERS["fig10_trust_maps"] = fig10_trust_maps
+# learning curves on the validation realization (workflow/rules/tuning.smk; not part of `all`)
+FIGURE_BUILDERS["fig11_learning_curves"] = fig11_learning_curves
 
 
 def save_figure(fig: Figure, png_path: str | os.PathLike, pdf_path: str | os.PathLike, dpi: int = DPI) -> None:
@@ -54,7 +57,7 @@ def make_figure(
     ----------
     name : a figure rule name, e.g. ``"fig5_pore_recovery"`` (see :data:`FIGURE_NAMES`).
     inputs : the rule's named inputs (``dict(snakemake.input.items())``): each a path or a list of paths
-        of the SPEC §6 layout; method, realization and σ are read from the paths.
+        of the docs/results.md layout; method, realization and σ are read from the paths.
     png_path, pdf_path : outputs.
     config : the validated run config; restricts methods and σ to the configured ones and gives the
         crop (foam cylinder) of slice images. Without it, everything present in the inputs is shown.

@@ -29,7 +29,7 @@ METHOD_LABELS: dict[str, str] = {
     "ground_truth": "Ground truth",
 }
 
-#: Colours for methods added later (SPEC §1: "a new recovery method as one module + one rule").
+#: Colours for methods added later (docs/design.md#who-it-is-for: a new method joins every figure).
 EXTRA_COLORS: tuple[str, ...] = ("#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#882255", "#44AA99")
 
 #: Baselines are drawn dashed wherever methods are drawn as lines.

@@ -1,4 +1,4 @@
-"""Reading and writing volumes and tables: HDF5 contract of SPEC §6, atomic writes, input checks."""
+"""Reading and writing volumes and tables: HDF5 contract of docs/results.md#conventions, atomic writes, input checks."""
 
 from .atomic import atomic_output, atomic_write_csv, check_free_disk
 from .formats import open_volume, write_volume_as

@@ -1,4 +1,4 @@
-"""Volumes in the formats microscopists have (SPEC §4.6): lazy readers and atomic writers.
+"""Volumes in the formats microscopists have (docs/own_scans.md#what-you-need): lazy readers and atomic writers.
 
 :func:`open_volume` opens a 3D z-y-x volume without reading it and returns a :class:`VolumeSource`:
 ``src[z0:z1, y0:y1, x0:x1]`` reads just that block as float32, ``src.shape``,

@@ -1,4 +1,4 @@
-"""Volumes as HDF5 (SPEC §6): dataset ``volume`` (float32, z-y-x), attributes ``voxel_size_um`` and provenance."""
+"""HDF5 volumes: dataset ``volume`` (float32, z-y-x), ``voxel_size_um``, provenance (docs/results.md#conventions)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Recovery methods (SPEC §4.3): DeepNet (2.5D U-Net), SRCNN-3D, Richardson-Lucy, and their plumbing.
+"""Recovery methods (docs/design.md#recovery): DeepNet (2.5D U-Net), SRCNN-3D, Richardson-Lucy, and their plumbing.
 
 - :mod:`.deepnet`, :mod:`.srcnn`: the two networks;
 - :mod:`.training`: :func:`train_model`, resumable training on one registered LRES/HRES pair;

@@ -1,4 +1,4 @@
-"""DeepNet: an open 2.5D U-Net with a convolutional refinement head (SPEC §4.3; paper §2.1.1).
+"""DeepNet: an open 2.5D U-Net with a convolutional refinement head (docs/design.md#training; paper §2.1.1).
 
 The network sees ``n_slices`` consecutive z slices as channels and predicts the same slices. A
 U-Net (contracting path of conv + max-pool, expanding path of transposed conv + skip connection +

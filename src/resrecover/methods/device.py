@@ -1,4 +1,4 @@
-"""Device choice per job: N concurrent GPU jobs land on N different GPUs (SPEC §4.3).
+"""Device choice per job: N concurrent GPU jobs land on N different GPUs (docs/design.md#recovery).
 
 Snakemake counts GPUs (``--resources gpu=2``) but never sets ``CUDA_VISIBLE_DEVICES`` (Snakemake
 issue #281), so each job picks its GPU itself: it holds an exclusive ``fcntl.flock`` on one lock

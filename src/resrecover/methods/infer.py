@@ -1,4 +1,4 @@
-"""Recover a whole volume with a trained network, out of core (SPEC §4.3; paper §2.1.1).
+"""Recover a whole volume with a trained network, out of core (docs/design.md#recovery; paper §2.1.1).
 
 :func:`recover_volume` is what the ``recover_network`` rule calls: it loads the model
 (:func:`resrecover.methods.modelio.load_model`, which applies the stored input normalization and

@@ -1,6 +1,6 @@
 """Model files: weights as safetensors, settings as JSON, checked against each other on load.
 
-A trained model is two files written side by side (SPEC §6):
+A trained model is two files written side by side (docs/results.md#models):
 
 - ``model.safetensors``: the network's tensors only (no code, no pickle);
 - ``model.json``: what is needed to rebuild and use it: ``method``, ``architecture`` (constructor

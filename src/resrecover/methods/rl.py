@@ -1,4 +1,4 @@
-"""3D Richardson-Lucy deconvolution with a Gaussian PSF (SPEC §4.3; paper §2.1.3).
+"""3D Richardson-Lucy deconvolution with a Gaussian PSF (docs/design.md#recovery; paper §2.1.3).
 
 The classical baseline of the study: the kernel is the 3D Gaussian of the degradation σ, 30
 iterations. The update (Richardson 1972, Lucy 1974), for data ``d``, PSF ``h`` and estimate ``u``::
@@ -250,7 +250,7 @@ def richardson_lucy_file(
     workers: int | None = None,
     **provenance,
 ) -> None:
-    """Deconvolve the HDF5 volume ``input_path`` and write ``output_path`` (SPEC §6 layout).
+    """Deconvolve the HDF5 volume ``input_path`` and write ``output_path`` (docs/results.md layout).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""SRCNN-3D: three 3D convolutions with batch normalization (SPEC §4.3; paper §2.1.2, Wang et al. 2019).
+"""SRCNN-3D: three 3D convolutions with batch normalization (docs/design.md#training; paper §2.1.2, Wang et al. 2019).
 
 Patch extraction (k1³ conv, f1 filters), non-linear mapping (k2³ conv, f2 filters) and
 reconstruction (k3³ conv, 1 filter); batch normalization and ReLU after the two hidden layers;

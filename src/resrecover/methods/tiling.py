@@ -1,4 +1,4 @@
-"""Tiled, out-of-core application of any volume-to-volume predictor (SPEC §4.3; paper §2.1.1).
+"""Tiled, out-of-core application of any volume-to-volume predictor (docs/design.md#recovery; paper §2.1.1).
 
 One reusable module for both networks, independent of them, after MONAI's
 ``sliding_window_inference`` (a function of volume, tile, overlap, weight map and predictor) and

@@ -1,4 +1,4 @@
-"""Foam phantoms (SPEC §4.1): seeded greedy void placement and supersampled voxelization."""
+"""Foam phantoms (docs/phantom.md): seeded greedy void placement and supersampled voxelization."""
 
 from .foam import (
     SPHERES_COLUMNS,

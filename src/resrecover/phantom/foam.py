@@ -1,8 +1,8 @@
-"""Foam phantoms (SPEC §4.1): greedy void placement in a cylinder and supersampled voxelization.
+"""Foam phantoms (docs/phantom.md): greedy void placement in a cylinder and supersampled voxelization.
 
 Our own implementation of the algorithm of Pelt, Hendriksen & Batenburg, "Foam-like phantoms for
 comparing tomography algorithms", J. Synchrotron Rad. 29:254 (2022), from the facts listed in
-``FOAM.md`` (no code of their ``foam_ct_phantom`` package is used).
+docs/phantom.md (no code of their ``foam_ct_phantom`` package is used).
 
 Two coordinate systems are used:
 
@@ -485,7 +485,7 @@ def generate_foam(config: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_phantom(path: str | Path, volume: np.ndarray, spheres_um: np.ndarray, config: dict, seed: int) -> None:
-    """Store a phantom as HDF5 (SPEC §6): dataset ``volume``, dataset ``spheres`` (n, 4) in µm.
+    """Store a phantom as HDF5 (docs/results.md#phantoms): dataset ``volume``, dataset ``spheres`` (n, 4) in µm.
 
     Attributes: ``voxel_size_um``, ``seed``, ``phantom`` (the phantom parameters as JSON),
     ``spheres_columns``, ``config_hash``, ``n_voids``, ``zrange`` (cylinder radii),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import derive_seed, sigma_tag
+from ..config import training_seed
 from .maps import TrustError
 
 log = logging.getLogger(__name__)
@@ -33,13 +33,10 @@ def ensemble_method(network: str) -> str:
 
 
 def member_seed(master_seed: int, network: str, sigma_um: float, member: int) -> int:
-    """Training seed of ensemble member ``member`` (0 is the study's model, seeded as rule ``train``)."""
+    """Training seed of ensemble member ``member`` (0 is the study's model): :func:`resrecover.config.training_seed`."""
     if member < 0:
         raise TrustError(f"ensemble member {member}; expected 0, 1, ...")
-    tag = sigma_tag(sigma_um)
-    if member == 0:
-        return derive_seed(master_seed, "train", network, tag)
-    return derive_seed(master_seed, "train", network, tag, "member", int(member))
+    return training_seed(master_seed, network, sigma_um, member)
 
 
 def ensemble_from_files(

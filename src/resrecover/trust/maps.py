@@ -256,12 +256,6 @@ def noise_correlation_factor(noise_only, mask=None) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def redegrade(recovered, voxel_size_um: float, blur_sigma_um: float, target_sigma_um: float, workers: int = 1):
-    """The input a recovered volume predicts: ``recovered`` blurred by σ_d = sqrt(σ² − σ_t²)."""
-    sigma_d_um = degradation_sigma_um(blur_sigma_um, target_sigma_um)
-    return gaussian_blur(_check_volume(recovered, "recovered"), sigma_d_um / float(voxel_size_um), workers)
-
-
 def residual_map(
     recovered,
     lres,
@@ -411,25 +405,6 @@ def calibrate_on_overlap(high, low_on_high, voxel_size_um: float, mask=None, wor
         )
     noise_only = _check_volume(low_on_high, "low_on_high") - gaussian_blur(high, sigma_um / voxel_size_um, workers)
     return sigma_um, noise_correlation_factor(noise_only, mask)
-
-
-def own_scan_residual_map(recovered, low_on_high, high, voxel_size_um: float, mask=None, **options):
-    """Residual map of an own-scan recovery over the overlap with the high-res scan.
-
-    ``recovered``, ``low_on_high`` (the low-res scan resampled onto the high-res grid) and ``high``
-    (the registered high-res scan) share one grid. σ and κ come from :func:`calibrate_on_overlap`
-    (``options`` may fix ``noise_correlation``); the rest of ``options`` go to :func:`residual_map`,
-    with ``target_sigma_um = 0``. Returns ``(residual, noise, sigma_um, kappa)``. For the whole
-    large FOV, where no high-res scan exists, see
-    :func:`resrecover.trust.stages.pair_trust_from_files` (calibrated on the overlap, applied everywhere).
-    """
-    sigma_um, kappa = calibrate_on_overlap(high, low_on_high, voxel_size_um, mask=mask)
-    kappa = float(options.pop("noise_correlation", kappa))
-    residual, noise = residual_map(
-        recovered, low_on_high, voxel_size_um, sigma_um, target_sigma_um=0.0, mask=mask,
-        noise_correlation=kappa, **options,
-    )
-    return residual, noise, sigma_um, kappa
 
 
 # ---------------------------------------------------------------------------------------------
