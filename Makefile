@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo test bench lint paper clean-results
+.PHONY: demo test bench lint paper clean-results gpu-check gpu-check-prepare
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,20 @@ bench: $(STAMP)
 	test -d results/benchmarks || $(MAKE) demo
 	$(BIN)/python -m benchmarks.run_all --quick-results .
 
+# The one-call GPU check (README "Check every CUDA path once"). Prepare on a CPU machine (network, venv);
+# run on the GPU machine with its own Python (no venv, no network): GPU_PYTHON has torch with CUDA.
+GPU_PYTHON ?= python3
+GPU_CHECK_PREPARED ?= benchmarks/_work/gpu_prepared
+GPU_CHECK_OUT ?= benchmarks/_work/gpu_check
+
+gpu-check-prepare: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_check --prepare $(GPU_CHECK_PREPARED)
+
+gpu-check:
+	$(GPU_PYTHON) -m benchmarks.gpu_check --out $(GPU_CHECK_OUT) --prepared $(GPU_CHECK_PREPARED)
+
 paper: $(STAMP)
 	$(BIN)/snakemake --cores 8 --resources gpu=2
 
 clean-results:
-	rm -rf results logs .snakemake
+	rm -rf results logs .snakemake resources/multiscale_example

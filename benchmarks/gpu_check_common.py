@@ -42,8 +42,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "train": {"deepnet_iterations": 30, "srcnn_iterations": 30, "warmup": 5, "deepnet_tile": 64,
                   "srcnn_patch": 16, "deepnet_volume": (12, 80, 80), "srcnn_volume": (40, 48, 48)},
         "rl": {"n": 32, "iterations": 30, "sigma_vox": 2.0},
-        "infer": {"block": 32, "memory_shape": (64, 64, 64), "srcnn_shape": (32, 64, 64),
-                  "ooc_shape": (16, 256, 256), "ooc_seconds_needed": 5, "ooc_budget_gb": 0.3},
+        "infer": {"block": 32, "memory_shape": (32, 64, 64), "srcnn_shape": (32, 64, 64),
+                  "ooc_shape": (12, 160, 160), "ooc_seconds_needed": 5, "ooc_budget_gb": 0.3,
+                  "inference_overrides": {"tile_px": 64}},
         "locks": {"shape": (12, 96, 96)},
         "oom": {"shape": (12, 64, 64)},
     },
@@ -212,10 +213,11 @@ def write_h5_volume(path: Path, shape, block: np.ndarray, voxel_size_um: float =
     """
     import h5py
 
+    from resrecover.io.hdf5 import create_volume_dataset
+
     shape = tuple(int(n) for n in shape)
-    chunks = (min(shape[0], 16), min(shape[1], 128), min(shape[2], 128))
     with h5py.File(path, "w") as fh:
-        dataset = fh.create_dataset("volume", shape=shape, dtype=np.float32, chunks=chunks)
+        dataset = create_volume_dataset(fh, "volume", shape=shape)
         for z0 in range(0, shape[0], step):
             z1 = min(shape[0], z0 + step)
             slices = [z % block.shape[0] for z in range(z0, z1)]

@@ -52,6 +52,7 @@ log = logging.getLogger("gpu_check")
 PROJECTED_ITERATIONS = 10_000
 #: (c): the GPU and CPU Richardson-Lucy must agree within this, relative to the largest value.
 RL_TOLERANCE = 1e-3
+PRECISION_LABELS = {"float32": "fp32", "bfloat16": "bf16"}
 
 
 class RecordingHandler(logging.Handler):
@@ -95,8 +96,12 @@ def read_losses(path: Path) -> list[float]:
         return [float(row["loss"]) for row in csv.DictReader(fh)]
 
 
-def run_training(method: str, precision: str, ctx: WorkerContext, config: dict, pair) -> dict:
-    """Train ``method`` for the mode's iterations; return its rate after warm-up, losses and memory."""
+class TimeSliceOver(Exception):
+    """Raised from the iteration callback when a measured training run has used its seconds."""
+
+
+def run_training(method: str, precision: str, ctx: WorkerContext, config: dict, pair, seconds: float) -> dict:
+    """Train ``method`` for the mode's iterations or ``seconds``, whichever ends first; rate after warm-up, losses."""
     from resrecover.methods.training import train_model
 
     sizes = ctx.sizes["train"]
@@ -104,23 +109,31 @@ def run_training(method: str, precision: str, ctx: WorkerContext, config: dict, 
     folder = ctx.scratch("a") / f"{method}_{precision}"
     shutil.rmtree(folder, ignore_errors=True)
     stamps: list[float] = []
+    stop_at = time.perf_counter() + seconds
 
     def on_iteration(_iteration: int) -> None:
         synchronize(device)
         stamps.append(time.perf_counter())
+        if stamps[-1] > stop_at:
+            raise TimeSliceOver
 
     reset_gpu_peak(device)
     settings = training_config(config, method, precision, sizes, ctx.mode)
-    train_model(method, pair[0], pair[1], settings, folder / "model.safetensors", folder / "model.json",
-                folder / "train_log.csv", folder / "checkpoints", seed=0, device=device, progress=False,
-                on_iteration=on_iteration, max_validation_patches=4)
+    with contextlib.suppress(TimeSliceOver):
+        train_model(method, pair[0], pair[1], settings, folder / "model.safetensors", folder / "model.json",
+                    folder / "train_log.csv", folder / "checkpoints", seed=0, device=device, progress=False,
+                    on_iteration=on_iteration, max_validation_patches=4)
+    finished = len(stamps) == settings[method]["iterations"]
     warm = int(sizes["warmup"])
-    timed = stamps[warm - 1 : len(stamps) - 1]  # iterations warm+1 .. N-1 (the last one validates)
+    timed = stamps[warm - 1 : len(stamps) - 1] if finished else stamps[warm - 1 :]  # the last one validates
+    if len(timed) < 3:
+        raise RuntimeError(f"{method} {precision}: only {len(stamps)} iterations in {seconds:.0f} s; too few to time")
     rate = (len(timed) - 1) / (timed[-1] - timed[0])
-    losses = read_losses(folder / "train_log.csv")
+    losses = read_losses(folder / "train_log.csv" if finished else folder / "checkpoints" / "train_log.csv")
     k = max(3, len(losses) // 8)
     return {
         "iterations": len(stamps),
+        "finished": finished,
         "timed_iterations": len(timed) - 1,
         "iterations_per_s": rate,
         "projected_10k_s": PROJECTED_ITERATIONS / rate,
@@ -148,10 +161,13 @@ def check_training(ctx: WorkerContext) -> CheckResult:
     result = CheckResult("a", "Training: DeepNet and SRCNN-3D, float32 (TF32 convolutions) and bf16 autocast")
     config = mode_config(ctx.mode)
     summary = []
+    runs_left = 4
     for method in ("deepnet", "srcnn"):
         pair = training_pair(method, ctx.sizes["train"])
         for precision in ("float32", "bfloat16"):
-            numbers = run_training(method, precision, ctx, config, pair)
+            seconds = max(5.0, (ctx.seconds_left() - 10) / runs_left)
+            numbers = run_training(method, precision, ctx, config, pair, seconds)
+            runs_left -= 1
             result.numbers.setdefault(method, {})[precision] = numbers
             label = f"{method} {precision}"
             result.add(f"{label}: iterations/s", round(numbers["iterations_per_s"], 3), "it/s",
@@ -163,14 +179,21 @@ def check_training(ctx: WorkerContext) -> CheckResult:
             result.add(f"{label}: 10,000 iterations", round(numbers["projected_10k_s"] / 60, 2), "min")
             if numbers["peak_gpu_gb"] is not None:
                 result.add(f"{label}: peak GPU memory", round(numbers["peak_gpu_gb"], 2), "GB")
-            summary.append(f"{method} {precision[:4]} {numbers['iterations_per_s']:.2f} it/s")
+            summary.append(f"{method} {PRECISION_LABELS[precision]} {numbers['iterations_per_s']:.2f} it/s")
             save_part(ctx.out, result)
     block = result.numbers["deepnet"]["float32"]["block"]
+    srcnn = result.numbers["srcnn"]["float32"]["block"]
     result.notes.append(
         f"DeepNet tiles {block['tile_px']}×{block['tile_px']}×{block['n_slices']}, batch {block['batch_size']}, "
-        f"base {block['base_channels']} channels, depth {block['depth']}; rates exclude "
-        f"{ctx.sizes['train']['warmup']} warm-up iterations and the last one (SRCNN validates there)."
+        f"base {block['base_channels']} channels, depth {block['depth']}, {block['extra_convs']} extra convolutions; "
+        f"SRCNN-3D {srcnn['kernels']} kernels, {srcnn['filters']} filters, {srcnn['patch_px']}³ patches, batch "
+        f"{srcnn['batch_size']}. compute.deterministic: {config['compute']['deterministic']} (cuDNN autotuning off). "
+        f"Rates exclude {ctx.sizes['train']['warmup']} warm-up iterations and the last one (SRCNN validates "
+        "there); a run stops early, with a note, when its share of the time limit is used."
     )
+    early = [f"{m} {p}" for m in result.numbers for p, n in result.numbers[m].items() if not n["finished"]]
+    if early:
+        result.notes.append(f"Stopped at the time limit before the last iteration: {', '.join(early)}.")
     result.finish("; ".join(summary))
     return result
 
@@ -204,16 +227,16 @@ def check_richardson_lucy(ctx: WorkerContext) -> CheckResult:
                       "device_s": device_s, "cpu_s": cpu_s, "cpu_workers": usable_cores(),
                       "interior_max_rel_diff": interior, "max_rel_diff": whole, "interior_margin": margin,
                       "peak_gpu_gb": peak}
-    result.add(f"{n}³, {iterations} iterations on {device} (torch)", round(device_s, 2), "s")
-    result.add(f"same on the CPU path (scipy.fft, {usable_cores()} threads)", round(cpu_s, 2), "s")
-    result.add("speed-up", round(cpu_s / device_s, 1), "×")
+    result.add(f"{n}³, {iterations} iterations, torch on {device}", round(device_s, 3), "s")
+    result.add(f"the same, CPU path (scipy.fft, {usable_cores()} threads)", round(cpu_s, 3), "s")
+    result.add("CPU path time / torch time", f"{cpu_s / device_s:.3g}", "×")
     result.add("finite", bool(np.isfinite(on_device).all()), "", "all voxels", bool(np.isfinite(on_device).all()))
     result.add(f"max |device − CPU| / max|CPU|, ≥ {margin} voxels from the faces", f"{interior:.2e}", "",
                f"≤ {RL_TOLERANCE:g}", interior <= RL_TOLERANCE)
     result.add("the same over the whole volume", f"{whole:.2e}")
     if peak is not None:
         result.add("peak GPU memory", round(peak, 2), "GB")
-    result.finish(f"{n}³ ×{iterations}: {device_s:.1f} s on {device.type}, {cpu_s:.1f} s on the CPU; "
+    result.finish(f"{n}³ ×{iterations}: torch on {device} {device_s:.2f} s, scipy.fft on the CPU {cpu_s:.2f} s; "
                   f"rel. diff {interior:.1e} inside")
     return result
 
@@ -291,7 +314,7 @@ def check_inference(ctx: WorkerContext) -> CheckResult:
     result = CheckResult("d", "Tiled inference: in memory and out of core (HDF5)")
     config = mode_config(ctx.mode)
     sizes = ctx.sizes["infer"]
-    inference_config = config["inference"]
+    inference_config = dict(config["inference"], **sizes.get("inference_overrides", {}))
     block = synthetic_foam((int(sizes["block"]),) * 3, seed=3)
     models = {m: save_random_model(config, m, ctx.scratch("d") / "models") for m in ("deepnet", "srcnn")}
     for method, key in (("deepnet", "memory_shape"), ("srcnn", "srcnn_shape")):
@@ -320,12 +343,13 @@ def check_inference(ctx: WorkerContext) -> CheckResult:
 
 
 # ------------------------------------------------------------------------------ (e) locks
-def lock_job_command(ctx: WorkerContext, weights: Path, settings_path: Path, source: Path, target: Path,
-                     report: Path, lock_dir: Path, inference_config: dict) -> list[str]:
+def lock_job_command(ctx: WorkerContext, paths: dict, k: int, inference_config: dict) -> list[str]:
+    """The command of job ``k`` of (e): it writes ``ready{k}`` once imported, then waits for ``go``."""
     return [sys.executable, "-m", "benchmarks.gpu_check_compute", "lock-job", "--mode", ctx.mode,
-            "--weights", str(weights), "--settings", str(settings_path), "--input", str(source),
-            "--output", str(target), "--report", str(report), "--lock-dir", str(lock_dir),
-            "--inference", json.dumps(inference_config)]
+            "--weights", str(paths["weights"]), "--settings", str(paths["settings"]), "--input", str(paths["input"]),
+            "--output", str(paths["folder"] / f"out{k}.h5"), "--report", str(paths["folder"] / f"job{k}.json"),
+            "--lock-dir", str(paths["folder"] / "locks"), "--inference", json.dumps(inference_config),
+            "--ready", str(paths["folder"] / f"ready{k}"), "--go", str(paths["folder"] / "go")]
 
 
 def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -351,13 +375,13 @@ def check_locks(ctx: WorkerContext) -> CheckResult:
     write_h5_volume(source, tuple(ctx.sizes["locks"]["shape"]), synthetic_foam((48, 96, 96), seed=4))
     recover_volume(weights, settings_path, source, reference, config["inference"], device=check_device(ctx.mode),
                    progress=False)
-    lock_dir = folder / "locks"
+    paths = {"weights": weights, "settings": settings_path, "input": source, "folder": folder}
     jobs = []
     for k in (1, 2):
-        command = lock_job_command(ctx, weights, settings_path, source, folder / f"out{k}.h5",
-                                   folder / f"job{k}.json", lock_dir, config["inference"])
+        command = lock_job_command(ctx, paths, k, config["inference"])
         log_file = open(ctx.out / "logs" / f"e_job{k}.log", "w")
         jobs.append((subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT), log_file))
+    start_at = release_together(folder, [proc for proc, _ in jobs], timeout_s=min(120.0, ctx.seconds_left() / 2))
     codes = []
     for proc, log_file in jobs:
         codes.append(proc.wait(timeout=max(10.0, ctx.seconds_left() - 5)))
@@ -374,7 +398,12 @@ def check_locks(ctx: WorkerContext) -> CheckResult:
                f"[{spans[0][0] - min(first):.1f}, {spans[0][1] - min(first):.1f}], "
                f"[{spans[1][0] - min(first):.1f}, {spans[1][1] - min(first):.1f}]")
     result.add("hold intervals overlap", intervals_overlap(*spans), "", "no", not intervals_overlap(*spans))
-    waited = max(r["acquired"] - r["started"] for r in reports)
+    late = [r["asked"] - start_at for r in reports]
+    result.add("both asked for the lock at the same moment (s after the agreed time)",
+               f"{late[0]:.2f}, {late[1]:.2f}", "", "both < 1 s", max(late) < 1.0)
+    waited = max(r["acquired"] - r["asked"] for r in reports)
+    busy = sum(any("busy" in m for m in r["messages"]) for r in reports)
+    result.add("jobs that logged 'all GPU(s) busy: waiting'", busy, "", "exactly 1", busy == 1)
     result.add("the later job waited for the lock", round(waited, 1), "s", "> 0", waited > 0)
     expected = "cuda" if ctx.mode == "gpu" else "cpu"
     devices = [r["device"] for r in reports]
@@ -391,6 +420,18 @@ def check_locks(ctx: WorkerContext) -> CheckResult:
     )
     result.finish(f"held one after the other (later job waited {waited:.1f} s), outputs equal")
     return result
+
+
+def release_together(folder: Path, procs, timeout_s: float) -> float:
+    """Wait until both jobs of (e) are ready (imports done), then let them go at once; return that time."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and not all((folder / f"ready{k}").exists() for k in (1, 2)):
+        if any(proc.poll() is not None for proc in procs):
+            break
+        time.sleep(0.05)
+    start_at = time.time()
+    (folder / "go").write_text(f"{start_at}")
+    return start_at
 
 
 @contextlib.contextmanager
@@ -413,8 +454,18 @@ def lock_job(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ["RESRECOVER_LOCK_DIR"] = str(args.lock_dir)
     inference_config = json.loads(args.inference)
-    started = time.time()
-    report = {"started": started}
+    import importlib
+
+    import torch
+
+    importlib.import_module("resrecover.methods.modelio")  # loaded before the start, as torch is
+    if args.mode == "gpu":
+        torch.cuda.init()
+    report = {"started": time.time()}
+    Path(args.ready).write_text("ready")
+    while not Path(args.go).exists():
+        time.sleep(0.01)
+    report["asked"] = time.time()
     with RecordingHandler("resrecover.methods.device") as records:
         if args.mode == "gpu":  # the workflow's path: recover_volume picks and locks the GPU itself
             run = recover_volume(args.weights, args.settings, args.input, args.output, inference_config,
@@ -510,7 +561,8 @@ def check_out_of_memory(ctx: WorkerContext) -> CheckResult:
         result.add("logged", message)
     result.add("batch after back-off", run.batch_size, "tiles", "< 4", run.batch_size < 4)
     tile_kept = list(run.tile_shape) == list(tile)
-    result.add("max |capped − uncapped| output", f"{difference:.1e}", "", "≤ 1e-4 (same tiles)" if tile_kept else "",
+    criterion = "≤ 1e-4 (same tiles)" if tile_kept else ""
+    result.add("max |capped − uncapped| output", f"{difference:.1e}", "", criterion,
                difference <= 1e-4 if tile_kept else None)
     result.add("output finite", bool(np.isfinite(output).all()), "", "all voxels", bool(np.isfinite(output).all()))
     result.notes.append("GPU: memory capped with torch.cuda.set_per_process_memory_fraction to ~3 tiles' worth; "
@@ -527,7 +579,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="One job of the GPU check's lock test (e).")
     parser.add_argument("command", choices=["lock-job"])
     parser.add_argument("--mode", choices=["gpu", "cpu"], required=True)
-    for name in ("weights", "settings", "input", "output", "report", "lock-dir", "inference"):
+    for name in ("weights", "settings", "input", "output", "report", "lock-dir", "inference", "ready", "go"):
         parser.add_argument(f"--{name}", required=True)
     lock_job(parser.parse_args(argv))
 

@@ -9,8 +9,8 @@ import tifffile
 import zarr
 
 from resrecover import ResrecoverError
-from resrecover.io import InputError
-from resrecover.io.formats import VolumeSource, open_volume, split_internal_path, write_volume_as
+from resrecover.io import InputError, open_volume, write_volume_as
+from resrecover.io.readers import VolumeSource, split_internal_path
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 
 from resrecover import ResrecoverError
 from resrecover.methods.deepnet import DeepNet
-from resrecover.methods.device import acquire_device, claim_gpu, try_lock_gpu
+from resrecover.methods.device import acquire_device, claim_gpu, cuda_device_count, try_lock_gpu
 from resrecover.methods.modelio import (
     ModelFileError,
     NormalizedModel,
@@ -310,3 +310,42 @@ def test_acquire_device_falls_back_to_the_cpu(caplog, tmp_path):
     with pytest.raises(ResrecoverError, match="expected 'auto'"):
         with acquire_device("gpu0"):
             pass
+
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa)"
+echo "  MIG 1g.10gb     Device  0: (UUID: MIG-bbbb)"
+echo "GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-cccc)"
+"""
+
+COUNT_WITHOUT_TORCH = (
+    "import sys\n"
+    "from resrecover.methods.device import cuda_device_count\n"
+    "print(cuda_device_count(), 'torch' in sys.modules)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "visible,expected",
+    [(None, "2"), ("1", "1"), ("GPU-cccc,GPU-aaaa", "2"), ("", "0"), ("-1", "0")],
+)
+def test_gpu_count_for_the_dag_asks_nvidia_smi_without_loading_torch(tmp_path, monkeypatch, visible, expected):
+    """common.smk's SIM_GPU: nvidia-smi's GPUs (not MIG lines), within CUDA_VISIBLE_DEVICES, torch never imported."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(FAKE_NVIDIA_SMI)
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    out = subprocess.run([sys.executable, "-c", COUNT_WITHOUT_TORCH], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [expected, "False"]
+
+
+def test_gpu_count_without_nvidia_smi_is_zero_and_a_torch_process_gets_torchs_count(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi here
+    out = subprocess.run([sys.executable, "-c", COUNT_WITHOUT_TORCH], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "False"]
+    # this test process has torch loaded: its count is the devices torch can number
+    assert cuda_device_count() == torch.cuda.device_count()

@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 
+from resrecover import ResrecoverError
 from resrecover.cli import main
 from resrecover.config import ConfigError, validate_config
 from resrecover.io import open_volume, read_volume, write_volume, write_volume_as
@@ -27,19 +28,12 @@ from resrecover.methods.device import torch_runtime
 from resrecover.methods.infer import torch_predictor
 from resrecover.methods.modelio import load_model, save_model
 from resrecover.methods.tiling import predict_volume_25d
-from resrecover.multiscale import make_multiscale_pair, random_voids, voxelize_voids
-from resrecover.ownscan import (
-    UpsampledLow,
-    configured_pairs,
-    example_recovery_metrics,
-    large_fov_grid,
-    overlap_box,
-    pair_targets,
-    parse_roi,
-    recover_large_fov,
-    resolve_roi,
-)
-from resrecover.register import load_registration
+from resrecover.ownscan.example import example_recovery_metrics, make_multiscale_pair, random_voids, voxelize_voids
+from resrecover.ownscan.grid import UpsampledLow, large_fov_grid, parse_roi, resample_low_to_high, resolve_roi
+from resrecover.ownscan.pairs import configured_pairs
+from resrecover.ownscan.recovery import recover_large_fov
+from resrecover.ownscan.registration import load_registration
+from resrecover.ownscan.training import open_registered_pair, overlap_box, registered_training_pair, train_pair
 
 FOV = (96, 96, 96)  # µm, and voxels of the 1 µm truth
 HIGH_START = (31, 28, 34)  # high-res voxels: 10.33, 9.33, 11.33 low-res voxels from the corner
@@ -110,8 +104,6 @@ def test_large_fov_grid_is_in_phase_with_the_high_res_scan():
 
 
 def test_upsampled_view_samples_the_low_res_volume_like_the_registration():
-    from resrecover.register import resample_low_to_high
-
     low = np.random.default_rng(0).random((12, 14, 16), dtype=np.float32)
     grid = large_fov_grid(low.shape, 3.0, 1.0, offset_um=(4.0, 5.2, 6.9))
     view = UpsampledLow(low, grid)
@@ -200,7 +192,7 @@ CHILD = textwrap.dedent('''
     import json, re, sys, time
     import h5py, numpy, scipy.ndimage, torch, tqdm  # imported before the baseline is taken
     from resrecover.methods.modelio import load_model
-    from resrecover.ownscan import recover_large_fov
+    from resrecover.ownscan.recovery import recover_large_fov
 
     def status(key):
         return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
@@ -322,15 +314,14 @@ def test_pairs_block_refuses_a_bad_entry_with_one_line_naming_the_key(entry, mes
 def test_configured_pairs_fill_defaults_add_the_example_and_refuse_repeats():
     config = validate_config({**MINIMAL, "pairs": [{"name": "rock", "low": "l.tif", "high": "h.h5:/scan"}],
                               "multiscale_example": {"enabled": True}})
-    pairs = configured_pairs(config)
+    pairs = configured_pairs(config, "resources/multiscale_example")
     assert list(pairs) == ["rock", "example"]
     assert pairs["rock"]["methods"] == ["deepnet"] and pairs["rock"]["offset_file"] is None
-    assert pairs["example"]["offset_file"] == "results/multiscale_example/truth.json"
-    assert pair_targets(config) == ["results/pairs/rock/recovered/deepnet.h5",
-                                    "results/pairs/example/recovered/deepnet.h5",
-                                    "results/pairs/example/registration_error.csv",
-                                    "results/pairs/example/recovery_metrics.csv"]
-    assert pair_targets(validate_config(dict(MINIMAL))) == []  # nothing configured: nothing to do
+    assert pairs["example"]["offset_file"] == "resources/multiscale_example/truth.json"
+    assert pairs["example"]["low"] == "resources/multiscale_example/low.tif"
+    with pytest.raises(ResrecoverError, match="give example_dir"):  # the workflow says where the example lives
+        configured_pairs(config)
+    assert configured_pairs(validate_config(dict(MINIMAL))) == {}  # nothing configured: nothing to do
     twice = validate_config({**MINIMAL, "pairs": [{"name": "a", "low": "l", "high": "h"}] * 2})
     with pytest.raises(ConfigError, match=r"^pairs\[1\].name: 'a' repeats an earlier pair"):
         configured_pairs(twice)
@@ -341,8 +332,6 @@ def test_configured_pairs_fill_defaults_add_the_example_and_refuse_repeats():
 
 def test_srcnn_trains_on_a_small_pair_and_recovers_the_large_fov(tmp_path, scans):
     """SRCNN-3D through the same path: its patch is fitted to the overlap, its tiles are 3D."""
-    from resrecover.ownscan import open_registered_pair, registered_training_pair, train_pair
-
     with open_registered_pair(scans["low"], scans["high"], scans["reg"]) as (low, high, registration):
         lres, hres, _ = registered_training_pair(low, high, registration)
     config = validate_config({**MINIMAL, "volume_shape": [96, 96, 96], "deepnet": {"tile_px": 64},

@@ -293,7 +293,7 @@ def test_errors_name_the_problem():
 
 def test_evaluate_volume_end_to_end(tmp_path):
     from resrecover.config import load_config
-    from resrecover.evaluate.evaluate_volume import (
+    from resrecover.evaluate.stages import (
         PORES_SUMMARY_COLUMNS,
         collect_pore_tables,
         evaluate_volume,

@@ -6,18 +6,10 @@ import numpy as np
 import pytest
 
 from resrecover import ResrecoverError
-from resrecover.io import InputError
-from resrecover.io.formats import open_volume, write_volume_as
-from resrecover.multiscale import block_mean, make_multiscale_pair, random_voids, voxelize_voids, write_example_pair
-from resrecover.register import (
-    RegistrationError,
-    ResampledLow,
-    load_registration,
-    register_files,
-    register_pair,
-    resample_low_to_high,
-    save_registration,
-)
+from resrecover.io import InputError, open_volume, write_volume, write_volume_as
+from resrecover.ownscan.example import make_multiscale_pair, random_voids, voxelize_voids, write_multiscale_example
+from resrecover.ownscan.grid import RegistrationError, UpsampledLow, block_mean, resample_low_to_high, scan_grid
+from resrecover.ownscan.registration import load_registration, register_files, register_pair, save_registration
 
 FOV = (144, 144, 144)  # µm: the low-res scan's field of view (48³ voxels of 3 µm)
 TOLERANCE_VOX = 0.3  # high-res voxels
@@ -159,7 +151,7 @@ def test_files_json_and_resampled_training_input(tmp_path, pair):
     # Written slab by slab, equal to the whole-volume resampling.
     whole = resample_low_to_high(low, result.offset_um, 3.0, 1.0, high.shape)
     np.testing.assert_allclose(written, whole, atol=1e-4)
-    np.testing.assert_allclose(ResampledLow(low, result)[10:20], whole[10:20], atol=1e-4)
+    np.testing.assert_allclose(UpsampledLow(low, scan_grid(result))[10:20], whole[10:20], atol=1e-4)
     # The registered training input matches the high-res scan at the low-res resolution.
     assert np.corrcoef(block_mean(written, 3).ravel(), block_mean(high, 3).ravel())[0, 1] > 0.9
     save_registration(tmp_path / "copy.json", loaded)
@@ -170,7 +162,10 @@ def test_files_json_and_resampled_training_input(tmp_path, pair):
 
 
 def test_example_pair_files_register_from_the_stage_offset(tmp_path):
-    truth = write_example_pair(tmp_path, seed=5, fov_um=96.0)
+    phantom = voxelize_voids(random_voids((96, 96, 96), 250, (4.0, 12.0), seed=5), (96, 96, 96), 1.0)
+    write_volume(tmp_path / "phantom.h5", phantom, 1.0)
+    truth = write_multiscale_example(tmp_path / "phantom.h5", tmp_path / "low.tif", tmp_path / "high.h5",
+                                     tmp_path / "truth.json", high_extent_um=32.0, noise=0.1, seed=5)
     assert json.loads((tmp_path / "truth.json").read_text()) == truth
     with open_volume(tmp_path / truth["low"]) as low, open_volume(tmp_path / truth["high"]) as high:
         assert low.voxel_size_um == 3.0 and high.voxel_size_um == 1.0

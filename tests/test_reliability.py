@@ -2,9 +2,9 @@
 the final name, a full disk stops a write early with the numbers.
 
 Related guarantees tested elsewhere: config schema errors (tests/test_config.py), training resume
-and refusal of pickle payloads (tests/test_training.py), a killed Snakemake run resuming to identical
-outputs and run-to-run determinism (tests/test_workflow.py), GPU out-of-memory back-off
-(tests/test_tiling.py).
+and refusal of pickle payloads (tests/test_training.py), a training killed under Snakemake resuming to
+the same weights and run-to-run determinism of simulation, training and recovery
+(tests/test_workflow.py), GPU out-of-memory back-off (tests/test_tiling.py).
 """
 
 import os

@@ -161,10 +161,24 @@ def test_loss_only_counts_the_fov(config, pair, tmp_path):
 # --- resume -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["deepnet", "srcnn"])
-def test_resume_gives_bit_identical_weights(config, pair, tmp_path, method):
+# what the quick preset's training adds to the paper's plain Adam: warm-up + cosine schedule, tiles
+# drawn where the foam is, bf16 autocast; resume must stay exact with every one of them
+SCHEDULED = {"schedule": "cosine", "warmup_iterations": 3, "final_learning_rate_fraction": 0.05, "precision": "bfloat16"}
+
+
+@pytest.mark.parametrize(
+    "method,extra",
+    [
+        ("deepnet", {}),
+        ("srcnn", {}),
+        ("deepnet", {**SCHEDULED, "tile_sampling": "foam"}),
+        ("srcnn", SCHEDULED),
+    ],
+    ids=["deepnet", "srcnn", "deepnet-scheduled", "srcnn-scheduled"],
+)
+def test_resume_gives_bit_identical_weights(config, pair, tmp_path, method, extra):
     cfg = copy.deepcopy(config)
-    cfg[method].update(iterations=12, checkpoint_every=4)
+    cfg[method].update(iterations=12, checkpoint_every=4, **extra)
     if method == "srcnn":
         cfg["srcnn"]["validate_every"] = 3
     run(method, pair, cfg, tmp_path / "straight")
@@ -184,18 +198,24 @@ def test_resume_gives_bit_identical_weights(config, pair, tmp_path, method):
     straight_log = pd.read_csv(tmp_path / "straight" / "train_log.csv")
     resumed_log = pd.read_csv(folder / "train_log.csv")
     assert resumed_log.iteration.tolist() == list(range(1, 13))
-    cols = ["loss", "loss_intermediate", "loss_final", "val_loss"]
+    cols = ["loss", "loss_intermediate", "loss_final", "val_loss", "learning_rate"]
     pd.testing.assert_frame_equal(straight_log[cols], resumed_log[cols])
+    if extra:  # the schedule really ran: warm-up ramp, then a decay towards the final fraction
+        rates = straight_log["learning_rate"].to_numpy()
+        base = cfg[method]["learning_rate"]
+        assert rates[0] == pytest.approx(base / 3) and rates[2] == pytest.approx(base)
+        assert np.all(np.diff(rates[2:]) < 0) and rates[-1] == pytest.approx(0.05 * base)
     straight_settings = read_json(tmp_path / "straight" / "model.json")
     resumed_settings = read_json(folder / "model.json")
     assert straight_settings["weights_sha256"] == resumed_settings["weights_sha256"]
     assert straight_settings["best_val_loss"] == resumed_settings["best_val_loss"]
 
 
-def test_resume_after_sigkill_gives_bit_identical_weights(config, pair, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {**SCHEDULED, "tile_sampling": "foam"}], ids=["plain", "scheduled"])
+def test_resume_after_sigkill_gives_bit_identical_weights(config, pair, tmp_path, extra):
     """A real ``kill -9`` two iterations after a checkpoint; the re-run redoes those iterations."""
     cfg = copy.deepcopy(config)
-    cfg["deepnet"].update(iterations=12, checkpoint_every=4)
+    cfg["deepnet"].update(iterations=12, checkpoint_every=4, **extra)
     run("deepnet", pair, cfg, tmp_path / "straight")
 
     folder = tmp_path / "killed"
@@ -257,6 +277,55 @@ def test_a_stopped_run_can_be_extended_to_more_iterations(config, pair, tmp_path
     summary, _ = run("srcnn", pair, cfg, folder)
     assert summary["resumed_from"] == 4
     assert_same_weights(tmp_path / "straight", folder)
+
+
+def test_a_cosine_run_is_not_extended_but_restarted(config, pair, tmp_path):
+    """Its step sizes depend on the total: a checkpoint of a shorter cosine run is another run."""
+    cfg = copy.deepcopy(config)
+    cfg["deepnet"].update(iterations=8, checkpoint_every=2, schedule="cosine")
+    run("deepnet", pair, cfg, tmp_path / "straight")
+    short = copy.deepcopy(cfg)
+    short["deepnet"]["iterations"] = 6
+    _, folder = run("deepnet", pair, short, tmp_path / "restarted", stop_after=4)
+    summary, _ = run("deepnet", pair, cfg, folder)
+    assert summary["resumed_from"] == 0
+    assert_same_weights(tmp_path / "straight", folder)
+
+
+# --- settings per σ -------------------------------------------------------------------------------
+
+
+def test_sigma_overrides_are_honoured_and_recorded(config, pair, tmp_path):
+    cfg = copy.deepcopy(config)
+    cfg["deepnet"].update(
+        iterations=3,
+        checkpoint_every=2,
+        sigma_overrides=[{"sigma_um": 9, "iterations": 5, "learning_rate": 0.002, "schedule": "cosine"}],
+    )
+    summary, folder = run("deepnet", pair, cfg, tmp_path / "nine", sigma_um=9.0)
+    settings = read_json(folder / "model.json")
+    assert summary["iterations"] == 5 and settings["iterations"] == 5 and settings["sigma_um"] == 9.0
+    assert settings["training"]["iterations"] == 5 and settings["training"]["learning_rate"] == 0.002
+    assert settings["training"]["schedule"] == "cosine" and "sigma_overrides" not in settings["training"]
+    assert pd.read_csv(folder / "train_log.csv").iteration.max() == 5
+    # another σ keeps the block's own settings
+    summary, folder = run("deepnet", pair, cfg, tmp_path / "three", sigma_um=3.0)
+    settings = read_json(folder / "model.json")
+    assert summary["iterations"] == 3 and settings["training"]["learning_rate"] == cfg["deepnet"]["learning_rate"]
+    assert settings["training"]["schedule"] == "constant" and settings["sigma_um"] == 3.0
+
+
+def test_foam_sampling_draws_tiles_centred_in_the_fov():
+    from resrecover.masks import disc_mask as disc
+    from resrecover.methods.training import tile_corners_yx
+
+    mask = np.broadcast_to(disc((32, 32), 8.0), (4, 32, 32))
+    corners = tile_corners_yx(mask, 8, "foam")
+    assert len(corners) and mask[0][corners[:, 0] + 4, corners[:, 1] + 4].all()
+    assert len(corners) < (32 - 8 + 1) ** 2
+    assert tile_corners_yx(mask, 8, "uniform") is None
+    with pytest.raises(TrainingError, match="tile_sampling"):
+        tile_corners_yx(mask, 8, "everywhere")
 
 
 # --- SRCNN keeps its best weights ------------------------------------------------------------

@@ -1,22 +1,28 @@
-"""The test preset through real Snakemake runs: every output, the tables' columns, the report,
-determinism (two runs from scratch) and an interrupted run that resumes to identical outputs."""
+"""The test preset through real Snakemake runs: every output, the tables' columns, the report (all read
+from one shared run, the session fixture ``test_preset_run``), determinism (the simulation, one
+training and its recoveries run again from scratch) and a killed training that resumes to the same
+weights.
+
+Other killed-run guarantees: a killed writer leaves no file under the final name
+(tests/test_reliability.py); training resumes bit for bit at the function level (tests/test_training.py).
+"""
 
 import os
+import shutil
 import signal
 import subprocess
 import time
 import zipfile
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from safetensors.numpy import load_file
 
-from conftest import REPO, SNAKEMAKE, run_snakemake
+from conftest import REPO, SNAKEMAKE, TEST_CONFIG, run_snakemake
 from workflow_outputs import expected_outputs
 
-TEST_CONFIG = REPO / "tests" / "config" / "test.yaml"
 pytestmark = pytest.mark.slow
 
 # the columns each table promises (docs/results.md#tables)
@@ -32,84 +38,103 @@ CONTRACT_COLUMNS = {
 }
 
 
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("first")
-    t0 = time.time()
-    run_snakemake("--cores", "2", "--configfile", TEST_CONFIG, "--directory", workdir)
-    print(f"test preset end to end: {time.time() - t0:.0f} s")
-    return workdir
-
-
-def test_every_output_of_the_test_preset(first_run):
-    missing = [p for p in expected_outputs(TEST_CONFIG) if not (first_run / p).is_file()]
+def test_every_output_of_the_test_preset(test_preset_run):
+    missing = [p for p in expected_outputs(TEST_CONFIG) if not (test_preset_run / p).is_file()]
     assert not missing, missing
-    empty = [p for p in expected_outputs(TEST_CONFIG) if (first_run / p).stat().st_size == 0]
+    empty = [p for p in expected_outputs(TEST_CONFIG) if (test_preset_run / p).stat().st_size == 0]
     assert not empty, empty
     # scan projections are temporary unless the config keeps them
-    assert not list((first_run / "results" / "projections").rglob("*.h5"))
+    assert not list((test_preset_run / "results" / "projections").rglob("*.h5"))
 
 
-def test_tables_have_the_contract_columns(first_run):
+def test_tables_have_the_contract_columns(test_preset_run):
     for table, columns in CONTRACT_COLUMNS.items():
-        df = pd.read_csv(first_run / "results" / "tables" / f"{table}.csv")
+        df = pd.read_csv(test_preset_run / "results" / "tables" / f"{table}.csv")
         assert list(df.columns[: len(columns)]) == columns, (table, list(df.columns))
         assert len(df) > 0
-    metrics = pd.read_csv(first_run / "results" / "tables" / "image_metrics.csv")
+    metrics = pd.read_csv(test_preset_run / "results" / "tables" / "image_metrics.csv")
     assert set(metrics.method) >= {"deepnet", "srcnn", "rl"}
     assert set(metrics.realization) == {"train", "alternate"}
 
 
-def test_nothing_left_to_do_and_report_builds(first_run):
-    proc = run_snakemake("-n", "--cores", "1", "--configfile", TEST_CONFIG, "--directory", first_run)
+def test_nothing_left_to_do_and_report_builds(test_preset_run):
+    proc = run_snakemake("-n", "--cores", "1", "--configfile", TEST_CONFIG, "--directory", test_preset_run)
     assert "Nothing to be done" in proc.stdout, proc.stdout[-2000:]
-    report = first_run / "results" / "report.zip"
-    run_snakemake("--cores", "1", "--configfile", TEST_CONFIG, "--directory", first_run, "--report", report)
+    report = test_preset_run / "results" / "report.zip"
+    run_snakemake("--cores", "1", "--configfile", TEST_CONFIG, "--directory", test_preset_run, "--report", report)
     with zipfile.ZipFile(report) as zf:
         names = zf.namelist()
     assert any(n.endswith("report.html") for n in names)
     assert sum("fig" in n and n.endswith(".png") for n in names) >= 9
 
 
-def _volume(path):
+def _volume(path, dataset="volume"):
     with h5py.File(path, "r") as fh:
-        return fh["volume"][...]
+        return fh[dataset][...]
 
 
-def test_killed_run_resumes_to_the_same_outputs_and_runs_are_deterministic(first_run, tmp_path):
-    """Second run from scratch, killed mid-way (SIGINT to Snakemake, as Ctrl-C), then restarted."""
-    workdir = tmp_path / "second"
-    workdir.mkdir()
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--cores", "2", "--configfile", str(TEST_CONFIG),
-           "--directory", str(workdir)]
+def _assert_same_weights(a, b):
+    wa, wb = load_file(a), load_file(b)
+    assert sorted(wa) == sorted(wb), (a, b)
+    for name in wa:
+        assert np.array_equal(wa[name], wb[name]), f"{b}: tensor {name} differs from the first run's"
+
+
+def test_simulation_training_and_recovery_are_deterministic(test_preset_run, tmp_path):
+    """The train realization's phantom and scans, one SRCNN training and the recoveries of one σ, run
+    again from scratch in a fresh folder: the same data as the shared run, bit for bit (network
+    recoveries to 1e-6)."""
+    model = "results/models/srcnn/sigma9/model.safetensors"
+    recovered = ["results/recovered/srcnn/train/sigma9.h5", "results/recovered/rl/train/sigma9.h5"]
+    run_snakemake("--cores", "2", "--configfile", TEST_CONFIG, "--directory", tmp_path, model, *recovered)
+
+    phantom = "results/phantoms/train.h5"
+    for dataset in ("volume", "spheres"):
+        assert np.array_equal(_volume(test_preset_run / phantom, dataset), _volume(tmp_path / phantom, dataset))
+    scans = sorted(p.relative_to(test_preset_run) for p in (test_preset_run / "results/recon/train").glob("*.h5"))
+    assert len(scans) == 4, scans  # the target σ, two inputs, the ground truth
+    for rel in scans:
+        assert np.array_equal(_volume(test_preset_run / rel), _volume(tmp_path / rel)), rel
+    _assert_same_weights(test_preset_run / model, tmp_path / model)
+    np.testing.assert_allclose(_volume(test_preset_run / recovered[0]), _volume(tmp_path / recovered[0]), atol=1e-6)
+    assert np.array_equal(_volume(test_preset_run / recovered[1]), _volume(tmp_path / recovered[1]))
+
+
+# A checkpoint after every iteration (it changes nothing the iterations compute), so that the kill lands
+# mid-training however fast or loaded the machine is.
+CHECKPOINT_EVERY_ITERATION = "deepnet:\n  checkpoint_every: 1\n"
+
+
+def test_a_killed_training_resumes_to_the_same_weights(test_preset_run, tmp_path):
+    """Snakemake killed (SIGKILL to its process group, a power cut) while a training job runs, unlocked
+    and restarted: the job resumes from its checkpoint and ends with the shared run's weights."""
+    for rel in ("results/phantoms/train.h5", "results/recon/train"):
+        src, dst = test_preset_run / rel, tmp_path / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)  # mtimes kept: the scans stay up to date
+    override = tmp_path / "checkpoint_every.yaml"
+    override.write_text(CHECKPOINT_EVERY_ITERATION)
+    model_dir = "results/models/deepnet/sigma3"
+    target = f"{model_dir}/model.safetensors"
+    args = ["--cores", "2", "--configfile", TEST_CONFIG, override, "--directory", tmp_path]
+
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), *map(str, args), target]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    # kill once training has started: some outputs exist, many do not
     deadline = time.time() + 600
-    while time.time() < deadline and not list((workdir / "results" / "models").rglob("checkpoint*")):
-        if proc.poll() is not None:
+    while time.time() < deadline and proc.poll() is None:
+        if list((tmp_path / model_dir / "checkpoints").glob("checkpoint-*.json")):
             break
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # a power cut: Snakemake gets no chance to clean up
+        time.sleep(0.02)
+    assert proc.poll() is None, f"snakemake exited ({proc.returncode}) before the training wrote a checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its job get no chance to clean up
     proc.wait()
-    assert not (workdir / "results" / "tables" / "pores_summary.csv").exists(), "the run finished before the kill"
-    # after a hard kill Snakemake's directory lock is stale: `--unlock` is the documented recovery
-    run_snakemake("--unlock", "--configfile", TEST_CONFIG, "--directory", workdir)
-    run_snakemake("--cores", "2", "--configfile", TEST_CONFIG, "--directory", workdir)
+    assert list((tmp_path / model_dir / "checkpoints").glob("checkpoint-*.json")), "no checkpoint before the kill"
+    assert not (tmp_path / target).exists(), "the training finished before the kill"
 
-    for rel in expected_outputs(TEST_CONFIG):
-        if not rel.endswith(".h5"):
-            continue
-        a, b = first_run / rel, workdir / rel
-        if "/recovered/deepnet/" in rel or "/recovered/srcnn/" in rel:
-            np.testing.assert_allclose(_volume(a), _volume(b), atol=1e-6, err_msg=rel)
-        else:  # phantoms, reconstructions, RL: byte-identical data
-            assert np.array_equal(_volume(a), _volume(b)), rel
-            if "/phantoms/" in rel:
-                with h5py.File(a) as fa, h5py.File(b) as fb:
-                    assert np.array_equal(fa["spheres"][...], fb["spheres"][...])
-    for table in ("pores_summary", "image_metrics"):
-        pd.testing.assert_frame_equal(
-            pd.read_csv(first_run / "results" / "tables" / f"{table}.csv"),
-            pd.read_csv(workdir / "results" / "tables" / f"{table}.csv"),
-            atol=1e-5,
-        )
+    # after a hard kill Snakemake's directory lock is stale: `--unlock` is the documented recovery
+    run_snakemake("--unlock", *args)
+    run_snakemake(*args, target)
+    log = (tmp_path / "logs/train/deepnet/sigma3.log").read_text()
+    assert "resuming deepnet training at iteration" in log, log[-2000:]
+    _assert_same_weights(test_preset_run / target, tmp_path / target)
+    assert not list((tmp_path / model_dir).rglob("checkpoint-*")), "checkpoints left after the resumed run"

@@ -28,9 +28,13 @@ def expected_outputs(config_path: Path) -> list[str]:
         if m in ("deepnet", "srcnn"):
             for s in lres:
                 out += [f"results/models/{m}/sigma{s}/{f}" for f in ("model.safetensors", "model.json", "train_log.csv")]
-    from resrecover.ownscan import pair_targets
-
-    out += pair_targets(c)
+    # own scans (workflow/rules/pairs.smk): each configured pair's recoveries; the example's scores
+    for pair in c["pairs"]:
+        out += [f"results/pairs/{pair['name']}/recovered/{m}.h5" for m in pair["methods"]]
+    example = c["multiscale_example"]
+    if example["enabled"]:
+        out += [f"results/pairs/example/recovered/{m}.h5" for m in example["methods"]]
+        out += ["results/pairs/example/registration_error.csv", "results/pairs/example/recovery_metrics.csv"]
     out += [f"results/tables/{t}.csv" for t in TABLES]
     out += [f"results/figures/{f}.{e}" for f in FIGURES for e in ("png", "pdf")]
     return out

@@ -48,7 +48,7 @@ def _cmd_simulate(args) -> None:
 
 def _cmd_train_registered(args, config) -> None:
     """``train METHOD LOW HIGH --registration reg.json``: train on the overlap of a registered scan pair."""
-    from .ownscan import open_registered_pair, registered_training_pair, train_pair
+    from .ownscan.training import open_registered_pair, registered_training_pair, train_pair
 
     with open_registered_pair(args.lres, args.hres, args.registration) as (low, high, registration):
         lres, hres, box = registered_training_pair(low, high, registration)
@@ -108,7 +108,8 @@ def _cmd_recover(args) -> None:
     from .config import load_config
     from .io import check_free_disk
     from .io.atomic import format_bytes
-    from .ownscan import output_format, plan_large_fov, recover_large_fov
+    from .io.sinks import output_format
+    from .ownscan.recovery import plan_large_fov, recover_large_fov
 
     config = load_config(args.config)
     model = Path(args.model)
@@ -131,7 +132,7 @@ def _cmd_recover(args) -> None:
 
 
 def _cmd_register(args) -> None:
-    from .register import register_files
+    from .ownscan.registration import register_files
 
     result = register_files(
         args.low,

@@ -2,7 +2,7 @@
 import re
 import sys
 
-from resrecover.gpu import cuda_device_count
+from resrecover.methods.device import cuda_device_count
 from resrecover.methods.registry import is_network
 from resrecover.config import (
     ConfigError,
@@ -213,7 +213,7 @@ def trust_outputs():
         # own scans (pairs.smk): the residual of each network recovery, blur estimated on the overlap
         *(
             f"results/pairs/{name}/trust/{m}.h5"
-            for name, pair in globals().get("PAIRS", {}).items()
+            for name, pair in PAIRS.items()
             for m in pair["methods"]
             if is_network(m)
         ),
@@ -221,15 +221,27 @@ def trust_outputs():
 
 
 # Your own scans (docs/own_scans.md; rules in pairs.smk): the `pairs:` block by name, plus the synthetic pair
-# `example` (results/multiscale_example) when multiscale_example.enabled.
-from resrecover.ownscan import configured_pairs, pair_targets, volume_file
+# `example` when multiscale_example.enabled. The example's two scans are the pair's inputs, so they are
+# written where inputs live: resources/.
+from resrecover.ownscan.pairs import configured_pairs, volume_file
 
+EXAMPLE_DIR = "resources/multiscale_example"
 try:
-    PAIRS = configured_pairs(config)
+    PAIRS = configured_pairs(config, EXAMPLE_DIR)
 except ConfigError as exc:
     sys.exit(f"config error: {exc}")
 PAIR_PATTERN = alternatives(list(PAIRS) or ["none"])
-PAIR_TARGETS = pair_targets(config)
+# the final outputs of the pairs: their recovered volumes, and the example's scores
+PAIR_TARGETS = [
+    f"results/pairs/{name}/recovered/{m}.h5"
+    for name, pair in PAIRS.items()
+    for m in pair["methods"]
+]
+if config["multiscale_example"]["enabled"]:
+    PAIR_TARGETS += [
+        "results/pairs/example/registration_error.csv",
+        "results/pairs/example/recovery_metrics.csv",
+    ]
 
 
 def pair_inputs(wc):

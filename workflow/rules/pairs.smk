@@ -1,17 +1,18 @@
-# Stage 7: your own scans (docs/own_scans.md; src/resrecover/ownscan.py). For every entry of `pairs:` (and
-# the synthetic pair `example` when multiscale_example.enabled): register the high-res interior
-# scan in the low-res large-FOV scan, resample the low-res overlap onto the high-res voxels (the
-# training pair), train each method on it, and recover the whole low-res field of view (or `roi`)
-# on the high-res grid, out of core: results/pairs/{pair}/recovered/{pair_method}.h5.
+# Stage 7: your own scans (docs/own_scans.md; src/resrecover/ownscan/). For every entry of `pairs:`
+# (and the synthetic pair `example` when multiscale_example.enabled, whose scans rule
+# multiscale_example writes to EXAMPLE_DIR, resources/multiscale_example): register the high-res
+# interior scan in the low-res large-FOV scan, resample the low-res overlap onto the high-res voxels
+# (the training pair), train each method on it, and recover the whole low-res field of view (or
+# `roi`) on the high-res grid, out of core: results/pairs/{pair}/recovered/{pair_method}.h5.
 
 
 rule multiscale_example:
     input:
         "results/phantoms/alternate.h5",
     output:
-        low="results/multiscale_example/low.tif",
-        high="results/multiscale_example/high.h5",
-        truth="results/multiscale_example/truth.json",
+        low=f"{EXAMPLE_DIR}/low.tif",
+        high=f"{EXAMPLE_DIR}/high.h5",
+        truth=f"{EXAMPLE_DIR}/truth.json",
     log:
         "logs/pairs/multiscale_example.log",
     benchmark:
@@ -140,7 +141,7 @@ rule pair_recover:
 rule pair_registration_error:
     input:
         registration="results/pairs/example/registration.json",
-        truth="results/multiscale_example/truth.json",
+        truth=f"{EXAMPLE_DIR}/truth.json",
     output:
         "results/pairs/example/registration_error.csv",
     log:
@@ -165,7 +166,7 @@ rule pair_example_metrics:
             pair_method=config["multiscale_example"]["methods"],
         ),
         phantom="results/phantoms/alternate.h5",
-        low="results/multiscale_example/low.tif",
+        low=f"{EXAMPLE_DIR}/low.tif",
     output:
         "results/pairs/example/recovery_metrics.csv",
     log:

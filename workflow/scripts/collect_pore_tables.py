@@ -1,6 +1,6 @@
 """Rule collect_pore_tables: pore summary, size histograms, best Gaussian fits, FSC resolutions (docs/results.md)."""
 
-from resrecover.evaluate.evaluate_volume import collect_pore_tables
+from resrecover.evaluate.stages import collect_pore_tables
 from resrecover.snakemake_support import script_logging
 
 with script_logging(snakemake):

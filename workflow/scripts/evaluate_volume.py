@@ -1,6 +1,6 @@
 """Rule evaluate_volume: image metrics, Gaussian-fit resolution, FSC and pores of one volume (docs/design.md#evaluation)."""
 
-from resrecover.evaluate.evaluate_volume import evaluate_volume
+from resrecover.evaluate.stages import evaluate_volume
 from resrecover.snakemake_support import script_logging, validated_config
 
 with script_logging(snakemake):

@@ -1,6 +1,6 @@
 """Rule multiscale_example (workflow/rules/pairs.smk): a synthetic low/high-resolution pair cut from a phantom."""
 
-from resrecover.ownscan import write_multiscale_example
+from resrecover.ownscan.example import write_multiscale_example
 from resrecover.snakemake_support import script_logging
 
 with script_logging(snakemake):  # noqa: F821

@@ -1,7 +1,7 @@
 """Rule pair_example_metrics (workflow/rules/pairs.smk): the example's recoveries against the phantom,
 inside the training region and outside it, with the plain upsampled low-res scan as the baseline."""
 
-from resrecover.ownscan import example_recovery_metrics
+from resrecover.ownscan.example import example_recovery_metrics
 from resrecover.snakemake_support import script_logging, validated_config
 
 with script_logging(snakemake):  # noqa: F821

@@ -2,7 +2,7 @@
 
 from resrecover.config import config_hash
 from resrecover.methods.device import torch_runtime, torch_thread_count
-from resrecover.ownscan import recover_large_fov
+from resrecover.ownscan.recovery import recover_large_fov
 from resrecover.snakemake_support import script_logging, validated_config
 
 with script_logging(snakemake):  # noqa: F821

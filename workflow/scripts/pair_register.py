@@ -1,6 +1,6 @@
 """Rule pair_register (workflow/rules/pairs.smk): place the high-res interior scan in the low-res large-FOV scan."""
 
-from resrecover.ownscan import register_configured_pair
+from resrecover.ownscan.registration import register_configured_pair
 from resrecover.snakemake_support import script_logging
 
 with script_logging(snakemake):  # noqa: F821

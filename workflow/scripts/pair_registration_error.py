@@ -1,6 +1,6 @@
 """Rule pair_registration_error (workflow/rules/pairs.smk): the example's registration against its known offset."""
 
-from resrecover.ownscan import registration_error_table
+from resrecover.ownscan.example import registration_error_table
 from resrecover.snakemake_support import script_logging
 
 with script_logging(snakemake):  # noqa: F821

@@ -6,7 +6,7 @@ Resumes from params.checkpoint_dir when a previous attempt was interrupted.
 from pathlib import Path
 
 from resrecover.methods.device import torch_thread_count
-from resrecover.ownscan import train_pair
+from resrecover.ownscan.training import train_pair
 from resrecover.snakemake_support import script_logging, validated_config
 
 with script_logging(snakemake):  # noqa: F821

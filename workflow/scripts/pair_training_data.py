@@ -1,7 +1,7 @@
 """Rule pair_training_data (workflow/rules/pairs.smk): the overlap of a registered pair on the high-res voxels."""
 
 from resrecover.config import config_hash
-from resrecover.ownscan import write_training_pair
+from resrecover.ownscan.training import write_training_pair
 from resrecover.snakemake_support import script_logging, validated_config
 
 with script_logging(snakemake):  # noqa: F821

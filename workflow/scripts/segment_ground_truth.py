@@ -1,6 +1,6 @@
 """Rule segment_ground_truth: the ground truth's pores, the reference of every matching (docs/design.md#evaluation)."""
 
-from resrecover.evaluate.evaluate_volume import segment_ground_truth
+from resrecover.evaluate.stages import segment_ground_truth
 from resrecover.snakemake_support import script_logging, validated_config
 
 with script_logging(snakemake):

@@ -681,13 +681,13 @@ def simulate_volume_file(
 ) -> Path:
     """Simulate a degraded scan of a volume file and write its FDK (the CLI's ``resrecover simulate``).
 
-    Reads any format of :func:`resrecover.io.formats.open_volume`: HDF5 (dataset ``volume``,
+    Reads any format of :func:`resrecover.io.open_volume`: HDF5 (dataset ``volume``,
     attribute ``voxel_size_um``), a TIFF stack (one multi-page file or a folder of slices;
     ``voxel_size_um`` is required when the TIFF carries none), Zarr, .npy. See
     :func:`simulate_scan` for the scan parameters. Writes an HDF5 volume (:func:`write_volume`)
     with the scan's parameters as attributes; returns its path.
     """
-    from ..io.formats import open_volume
+    from ..io import open_volume
 
     with open_volume(input_path, voxel_size_um=voxel_size_um) as source:
         volume = source[...]

@@ -483,22 +483,16 @@ def write_labels(path: str | Path, labels: np.ndarray, voxel_size_um: float, **a
     import h5py
 
     from ..io import atomic_output
-    from ..io.volume import _set_attrs, provenance
+    from ..io.hdf5 import create_volume_dataset, provenance, set_attrs
 
     labels = _check_labels(labels)
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w") as fh:
-            fh.create_dataset(
-                "volume",
-                data=labels.astype(np.int32, copy=False),
-                chunks=tuple(min(n, c) for n, c in zip(labels.shape, (16, 128, 128))),
-                compression="gzip",
-                compression_opts=1,
-            )
+            create_volume_dataset(fh, "volume", data=labels, dtype=np.int32, compression="gzip", compression_opts=1)
             fh.attrs["voxel_size_um"] = float(voxel_size_um)
             fh.attrs["n_pores"] = int(labels.max()) if labels.size else 0
-            _set_attrs(fh, provenance())
-            _set_attrs(fh, attrs)
+            set_attrs(fh, provenance())
+            set_attrs(fh, attrs)
 
 
 def read_labels(path: str | Path) -> tuple[np.ndarray, dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_output, atomic_write_csv
-from .evaluate_volume import KEY_COLUMNS, EvaluationError, _require
+from .stages import KEY_COLUMNS, EvaluationError, _require
 
 #: Columns of results/tables/summary.csv, in order.
 SUMMARY_COLUMNS = [

@@ -14,7 +14,7 @@ from ..io import atomic_output
 from .images import fig1_training_pairs, fig2_deepnet_train_vs_alternate, fig4_slice_grid, fig8_msssim_maps
 from .plots import fig3_image_metrics, fig5_pore_recovery, fig6_pore_size_histograms, fig7_sphericity, fig9_gaussian_fit
 from .style import DPI, RC_PARAMS
-from .trust import fig10_trust_maps
+from .trust_maps import fig10_trust_maps
 from .tuning import fig11_learning_curves
 
 #: Rule name (workflow/rules/figures.smk) -> function(inputs, config) -> Figure.

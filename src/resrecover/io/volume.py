@@ -2,50 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import platform
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from .. import ResrecoverError, __version__
+from .. import ResrecoverError
 from .atomic import atomic_output, check_free_disk
+from .hdf5 import create_volume_dataset, provenance, set_attrs
 
 
 class InputError(ResrecoverError):
     """An input file is missing, unreadable, of the wrong shape, or holds non-finite values."""
-
-
-def _chunks_for(shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    if len(shape) != 3:
-        return None
-    return (min(shape[0], 16), min(shape[1], 128), min(shape[2], 128))
-
-
-def provenance() -> dict[str, str]:
-    """Software versions recorded with every output."""
-    import scipy
-
-    return {
-        "resrecover_version": __version__,
-        "numpy_version": np.__version__,
-        "scipy_version": scipy.__version__,
-        "h5py_version": h5py.__version__,
-        "python_version": platform.python_version(),
-    }
-
-
-def _set_attrs(obj, attrs: dict[str, Any]) -> None:
-    for key, value in attrs.items():
-        if value is None:
-            continue
-        if isinstance(value, (dict, list, tuple)) and not (
-            isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value)
-        ):
-            value = json.dumps(value, default=str)
-        obj.attrs[key] = value
 
 
 def write_volume(
@@ -72,12 +41,12 @@ def write_volume(
     check_free_disk(path, nbytes)
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w") as fh:
-            fh.create_dataset("volume", data=volume.astype(np.float32, copy=False), chunks=_chunks_for(volume.shape))
+            create_volume_dataset(fh, "volume", data=volume)
             for name, data in (datasets or {}).items():
-                fh.create_dataset(name, data=data)
+                fh.create_dataset(name, data=data)  # side data (e.g. the phantom's spheres): not a volume
             fh.attrs["voxel_size_um"] = float(voxel_size_um)
-            _set_attrs(fh, provenance())
-            _set_attrs(fh, attrs)
+            set_attrs(fh, provenance())
+            set_attrs(fh, attrs)
 
 
 def _open(path: str | Path, dataset: str) -> tuple[h5py.File, h5py.Dataset]:

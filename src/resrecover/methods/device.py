@@ -1,4 +1,9 @@
-"""Device choice per job: N concurrent GPU jobs land on N different GPUs (docs/design.md#recovery).
+"""Which GPUs this process may use, and which one a job takes (docs/design.md#recovery).
+
+The package's one GPU question, :func:`cuda_device_count`, is answered here for everyone:
+Snakemake's DAG code (``SIM_GPU`` in workflow/rules/common.smk) and each job's device choice below.
+ASTRA keeps its own guard on top (``resrecover.ct.cuda_available``: ``astra.use_cuda()``), because a
+build of astra-toolbox without CUDA kills the interpreter on any 3D call whatever the GPUs are.
 
 Snakemake counts GPUs (``--resources gpu=2``) but never sets ``CUDA_VISIBLE_DEVICES`` (Snakemake
 issue #281), so each job picks its GPU itself: it holds an exclusive ``fcntl.flock`` on one lock
@@ -9,6 +14,8 @@ never blocks a GPU.
 Lock files live in ``$RESRECOVER_LOCK_DIR`` (default ``/tmp/resrecover-gpu-locks``), one per GPU,
 named after the GPU's UUID where torch reports it (so jobs with different ``CUDA_VISIBLE_DEVICES``
 still agree on which physical GPU is which), else after its ``CUDA_VISIBLE_DEVICES`` entry.
+
+Importing this module does not import torch (the DAG code imports it on every ``snakemake`` call).
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ import contextlib
 import logging
 import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +39,39 @@ DEFAULT_LOCK_DIR = "/tmp/resrecover-gpu-locks"
 
 class DeviceError(ResrecoverError):
     """The requested device is not available."""
+
+
+def cuda_device_count() -> int:
+    """How many CUDA GPUs this process may use (``CUDA_VISIBLE_DEVICES`` respected); 0 when none.
+
+    A process that has imported torch gets torch's count: those are the devices its jobs number and
+    run on (a CPU-only build of torch sees none, even on a GPU host). Otherwise ``nvidia-smi -L`` is
+    asked, so that Snakemake's DAG code never loads torch; no ``nvidia-smi`` on the PATH means no GPU.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            return int(torch.cuda.device_count())
+        except Exception:  # noqa: BLE001 - a broken CUDA setup is no GPU
+            return 0
+    return _nvidia_smi_device_count()
+
+
+def _nvidia_smi_device_count() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return 0
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return 0
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    count = sum(1 for line in out.splitlines() if line.startswith("GPU "))
+    if visible is not None:
+        count = min(count, len([v for v in visible.split(",") if v.strip()]))
+    return count
 
 
 def lock_dir_from_env() -> Path:
@@ -129,7 +172,7 @@ def visible_gpu_keys() -> list[str]:
     """Stable names of the CUDA devices torch sees, in torch's order (UUIDs where available)."""
     import torch
 
-    n = torch.cuda.device_count()
+    n = cuda_device_count()
     visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     keys = []
     for index in range(n):
@@ -164,7 +207,7 @@ def acquire_device(prefer: str = "auto", lock_dir: str | Path | None = None, pol
         log.info("running on CPU (requested)")
         yield torch.device("cpu")
         return
-    if not torch.cuda.is_available():
+    if cuda_device_count() == 0:
         if prefer == "cuda":
             raise DeviceError("device: 'cuda' was requested but torch sees no CUDA device")
         log.info("no CUDA device: running on CPU")

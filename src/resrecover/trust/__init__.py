@@ -4,7 +4,7 @@
   from, in units of the input's own noise), the ensemble disagreement, and the blur estimate of
   own scans;
 - :mod:`.ensemble`: member seeds, the ensemble mean and spread;
-- :mod:`.pores`: each map averaged over every pore and its wall, and a per-pore trust score;
+- :mod:`.pore_trust`: each map averaged over every pore and its wall, and a per-pore trust score;
 - :mod:`.validate`: the maps against the ground truth's verdicts on the phantoms;
 - :mod:`.plan`: what the config's ``trust:`` block asks the workflow to build;
 - :mod:`.stages`: the rules' entry points.
@@ -27,7 +27,7 @@ from .maps import (
     write_trust_maps,
 )
 from .plan import trust_plan
-from .pores import TRUST_COLUMNS, pore_regions, pore_trust_table, region_means, trust_score
+from .pore_trust import TRUST_COLUMNS, pore_regions, pore_trust_table, region_means, trust_score
 from .validate import roc_auc, spearman_map_correlation
 
 __all__ = [

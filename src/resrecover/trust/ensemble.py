@@ -62,7 +62,7 @@ def ensemble_from_files(
     import h5py
 
     from ..io import atomic_output, check_free_disk, read_volume_lazy
-    from ..io.volume import _set_attrs, provenance
+    from ..io.hdf5 import create_volume_dataset, provenance, set_attrs
 
     paths = [str(p) for p in member_paths]
     if len(paths) < 2:
@@ -77,11 +77,10 @@ def ensemble_from_files(
         if voxel is None:
             raise TrustError(f"{sources[0].path}: no attribute 'voxel_size_um'")
         check_free_disk(output_path, 2 * int(np.prod(shape)) * 4)
-        chunks = tuple(min(n, c) for n, c in zip(shape, (16, 128, 128)))
         sample = []
         with atomic_output(output_path) as tmp, h5py.File(tmp, "w") as fh:
-            mean_ds = fh.create_dataset("volume", shape=shape, dtype=np.float32, chunks=chunks)
-            std_ds = fh.create_dataset("disagreement", shape=shape, dtype=np.float32, chunks=chunks)
+            mean_ds = create_volume_dataset(fh, "volume", shape=shape)
+            std_ds = create_volume_dataset(fh, "disagreement", shape=shape)
             for z0 in range(0, shape[0], int(slab_slices)):
                 z1 = min(z0 + int(slab_slices), shape[0])
                 stack = np.stack([src[z0:z1] for src in sources]).astype(np.float64)
@@ -93,8 +92,8 @@ def ensemble_from_files(
             fh.attrs["ensemble_size"] = len(paths)
             fh.attrs["members"] = json.dumps(paths)
             fh.attrs["disagreement_units"] = "material fraction (sample std, ddof=1)"
-            _set_attrs(fh, provenance())
-            _set_attrs(fh, attrs)
+            set_attrs(fh, provenance())
+            set_attrs(fh, attrs)
     finally:
         for src in sources:
             src.close()

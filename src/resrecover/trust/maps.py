@@ -412,10 +412,6 @@ def calibrate_on_overlap(high, low_on_high, voxel_size_um: float, mask=None, wor
 # ---------------------------------------------------------------------------------------------
 
 
-def _chunks(shape):
-    return tuple(min(n, c) for n, c in zip(shape, (16, 128, 128)))
-
-
 def write_trust_maps(
     path: str | Path,
     residual: np.ndarray,
@@ -432,7 +428,7 @@ def write_trust_maps(
     import h5py
 
     from ..io import atomic_output, check_free_disk
-    from ..io.volume import _set_attrs, provenance
+    from ..io.hdf5 import create_volume_dataset, provenance, set_attrs
 
     residual = np.asarray(residual, dtype=np.float32)
     shape = residual.shape
@@ -447,20 +443,14 @@ def write_trust_maps(
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w") as fh:
             for name, value in data.items():
-                fh.create_dataset(
-                    name,
-                    data=np.asarray(value, dtype=np.float32),
-                    chunks=_chunks(shape),
-                    compression="gzip",
-                    compression_opts=1,
-                )
+                create_volume_dataset(fh, name, data=value, compression="gzip", compression_opts=1)
             fh.attrs["voxel_size_um"] = float(voxel_size_um)
             fh.attrs["disagreement_available"] = bool(available)
             fh.attrs["residual_units"] = "noise variances (1 = consistent with the input's noise)"
             fh.attrs["disagreement_units"] = "material fraction (sample std of the ensemble members)"
             fh.attrs["noise_std_units"] = "material fraction"
-            _set_attrs(fh, provenance())
-            _set_attrs(fh, attrs)
+            set_attrs(fh, provenance())
+            set_attrs(fh, attrs)
 
 
 def read_trust_maps(path: str | Path, names=TRUST_DATASETS) -> tuple[dict[str, np.ndarray], dict]:

@@ -20,7 +20,7 @@ import pandas as pd
 from ..config import config_hash
 from ..io import atomic_write_csv, read_volume
 from .maps import TrustError, gaussian_blur, read_trust_maps, residual_map, write_trust_maps
-from .pores import pore_trust_table
+from .pore_trust import pore_trust_table
 from .validate import VALIDATION_COLUMNS, _row, pore_auc_rows, spearman_map_correlation
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def pair_trust_from_files(
     factor κ (:func:`~resrecover.trust.maps.calibrate_on_overlap`), so κ fits the upsampled
     low-res scan rather than the config's FDK value. The whole recovered grid (or the
     ROI) is then compared with the low-res scan resampled the same way as for the recovery
-    (:class:`resrecover.ownscan.UpsampledLow`), with ``target_sigma_um = 0`` (σ is relative to the
+    (:class:`resrecover.ownscan.grid.UpsampledLow`), with ``target_sigma_um = 0`` (σ is relative to the
     high-res scan). No ensemble: ``disagreement`` is all NaN. In memory (whole recovered volume).
 
     Returns
@@ -281,8 +281,9 @@ def pair_trust_from_files(
     dict with ``blur_sigma_um``, ``noise_correlation`` and the residual's median.
     """
     from ..io import open_volume
-    from ..ownscan import UpsampledLow, plan_large_fov
-    from ..register import load_registration
+    from ..ownscan.grid import UpsampledLow
+    from ..ownscan.recovery import plan_large_fov
+    from ..ownscan.registration import load_registration
     from .maps import calibrate_on_overlap
 
     registration = load_registration(registration_path)

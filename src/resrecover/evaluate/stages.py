@@ -1,4 +1,5 @@
-"""Per-volume evaluation against the ground truth (docs/design.md#evaluation, the rules of workflow/rules/evaluate.smk).
+"""The evaluation stage's entry points (workflow/rules/evaluate.smk; docs/design.md#evaluation): files in,
+files out, one call per rule.
 
 - :func:`segment_ground_truth`: rule ``segment_ground_truth``, the ground truth's pores (the
   reference every other volume is matched to);

@@ -1,7 +1,7 @@
 """Registration of a high-resolution interior scan inside a low-resolution large-FOV scan (docs/own_scans.md).
 
-The paper (§2.4) places the pair coarsely from the sample-stage motor positions and then fine-tunes
-it with an FFT-based 3D registration. Here:
+The pair is placed coarsely from the sample-stage motor positions and then fine-tuned with an
+FFT-based 3D registration:
 
 1. **coarse placement**: from the stage offset when one is given; else (or, with ``search=True``,
    around the given offset) a normalized cross-correlation search of the high-res volume,
@@ -14,12 +14,8 @@ it with an FFT-based 3D registration. Here:
    volume blurred to the low-res resolution, over the crop, must reach ``min_peak``; below it the
    pair is refused (unrelated volumes, wrong voxel sizes, a flipped axis).
 
-Frames and the offset: each volume's frame has its origin at the **outer corner of its voxel
-(0, 0, 0)**; voxel ``i`` spans ``[i·Δ, (i+1)·Δ)`` µm along each axis (its centre is at
-``(i + ½)·Δ``). ``offset_um`` is the position (z, y, x, µm) of the high-res volume's origin in the
-low-res volume's frame: high-res voxel ``i`` is centred at ``offset + (i + ½)·Δ_high`` in the
-low-res frame, i.e. at the continuous low-res index ``(offset + (i + ½)·Δ_high)/Δ_low − ½``.
-Axes are assumed aligned (no rotation) and voxels cubic.
+Frames and the offset are those of :mod:`resrecover.ownscan.grid` (origin at the outer corner of
+voxel (0, 0, 0); ``offset_um`` places the high-res origin in the low-res frame).
 """
 
 from __future__ import annotations
@@ -34,10 +30,20 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from skimage.feature import match_template
+from skimage.registration import phase_cross_correlation
 
-from . import ResrecoverError
-from .io.atomic import atomic_output
-from .multiscale import block_mean
+from .. import ResrecoverError
+from ..io import InputError, atomic_output, open_volume, write_volume_as
+from .grid import (
+    RegistrationError,
+    UpsampledLow,
+    block_mean,
+    resample_low_to_high,
+    scan_grid,
+    voxel_edge_um,
+    zyx_triple,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +57,6 @@ _UPSAMPLE = 50
 _CONVERGED_VOX = 0.02
 _MAX_FINE_ITERATIONS = 5
 _FINE_ORDER = 1  # linear is enough: cubic moved no result by more than 0.02 voxel
-# Extra low-res voxels read around a resampled region so the spline prefilter sees no crop edge.
-_SPLINE_MARGIN = {0: 1, 1: 2, 2: 12, 3: 12, 4: 16, 5: 16}
-
-
-class RegistrationError(ResrecoverError):
-    """The pair cannot be registered (no overlap, or a correlation too weak to trust)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,118 +117,8 @@ class RegistrationResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Grids and resampling
+# Binning for the coarse search
 # --------------------------------------------------------------------------------------------
-
-
-def _triple(value, name: str) -> tuple[float, float, float]:
-    arr = np.asarray(value, dtype=np.float64).ravel()
-    if arr.size == 1:
-        arr = np.repeat(arr, 3)
-    if arr.size != 3 or not np.all(np.isfinite(arr)):
-        raise ResrecoverError(f"{name}={value!r}; expected three finite numbers (z, y, x)")
-    return tuple(float(v) for v in arr)
-
-
-def _positive(value, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not math.isfinite(v) or v <= 0:
-        raise ResrecoverError(f"{name}={value!r}; expected a positive voxel size in µm")
-    return v
-
-
-def high_to_low_index(offset_um, low_voxel_um: float, high_voxel_um: float, index) -> np.ndarray:
-    """Continuous low-res index (z, y, x) of the centre of high-res voxel ``index`` (module frames)."""
-    offset = np.asarray(offset_um, dtype=np.float64)
-    return (offset + (np.asarray(index, dtype=np.float64) + 0.5) * high_voxel_um) / low_voxel_um - 0.5
-
-
-def resample_low_to_high(
-    low,
-    offset_um,
-    low_voxel_um: float,
-    high_voxel_um: float,
-    out_shape,
-    out_start_vox=(0, 0, 0),
-    order: int = 3,
-) -> np.ndarray:
-    """The low-res volume sampled on the high-res grid (the training input of a registered pair).
-
-    Only the low-res region under the requested high-res block is read (plus a margin for the
-    spline), so ``low`` may be a large lazy :class:`~resrecover.io.formats.VolumeSource`.
-
-    Parameters
-    ----------
-    low : (Nz, Ny, Nx) array or VolumeSource, voxel ``low_voxel_um``.
-    offset_um : (z, y, x) µm of the high-res origin in the low-res frame (module docstring).
-    low_voxel_um, high_voxel_um : voxel edges (µm).
-    out_shape : (nz, ny, nx) of the high-res block to produce.
-    out_start_vox : (z, y, x) high-res voxel index of the block's first voxel (for slab-wise work).
-    order : spline order of the interpolation (3 cubic, 1 linear).
-
-    Returns
-    -------
-    (nz, ny, nx) float32.
-
-    Raises
-    ------
-    RegistrationError : the block reaches outside the low-res volume (by more than its outer half
-        voxel, where the edge value is repeated).
-    """
-    low_voxel_um = _positive(low_voxel_um, "low_voxel_um")
-    high_voxel_um = _positive(high_voxel_um, "high_voxel_um")
-    offset = np.asarray(_triple(offset_um, "offset_um"))
-    out_shape = tuple(int(n) for n in out_shape)
-    start = np.asarray(out_start_vox, dtype=np.float64)
-    first = high_to_low_index(offset, low_voxel_um, high_voxel_um, start)
-    scale = high_voxel_um / low_voxel_um
-    last = first + (np.asarray(out_shape) - 1) * scale
-    n_low = np.asarray(low.shape)
-    tol = 1e-6
-    if np.any(first < -0.5 - tol) or np.any(last > n_low - 0.5 + tol):
-        lo_um = offset + start * high_voxel_um
-        hi_um = lo_um + np.asarray(out_shape) * high_voxel_um
-        raise RegistrationError(
-            f"high-res block {tuple(np.round(lo_um, 3))}..{tuple(np.round(hi_um, 3))} µm (z, y, x) leaves the "
-            f"low-res volume 0..{tuple(np.round(n_low * low_voxel_um, 3))} µm; expected the high-res scan inside "
-            "the low-res field of view"
-        )
-    margin = _SPLINE_MARGIN.get(int(order), 16)
-    lo = np.maximum(np.floor(first).astype(int) - margin, 0)
-    hi = np.minimum(np.ceil(last).astype(int) + margin + 1, n_low)
-    crop = np.asarray(low[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
-    out = ndimage.affine_transform(
-        crop, matrix=np.full(3, scale), offset=first - lo, output_shape=out_shape,
-        output=np.float32, order=int(order), mode="nearest", prefilter=order > 1,
-    )
-    return out
-
-
-class ResampledLow:
-    """Lazy view of the low-res volume on the high-res grid: ``view[z0:z1]`` resamples one slab.
-
-    Pass it to :func:`resrecover.io.formats.write_volume_as` to write the registered training input
-    of any size slab by slab.
-    """
-
-    def __init__(self, low, result: RegistrationResult, order: int = 3):
-        self.low = low
-        self.result = result
-        self.order = order
-        self.shape = tuple(result.high_shape)
-        self.voxel_size_um = result.high_voxel_um
-
-    def __getitem__(self, key) -> np.ndarray:
-        if not isinstance(key, slice) or key.step not in (None, 1):
-            raise IndexError("ResampledLow supports only z slabs: view[z0:z1]")
-        z0, z1, _ = key.indices(self.shape[0])
-        return resample_low_to_high(
-            self.low, self.result.offset_um, self.result.low_voxel_um, self.result.high_voxel_um,
-            (max(z1 - z0, 0),) + self.shape[1:], out_start_vox=(z0, 0, 0), order=self.order,
-        )
 
 
 def _resample_to_voxel(volume: np.ndarray, voxel_um: float, target_um: float) -> np.ndarray:
@@ -325,8 +215,6 @@ def _parabolic_peak(ncc: np.ndarray, peak: tuple[int, ...]) -> np.ndarray:
 
 def _ncc_search(image: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, float]:
     """Sub-voxel position (template corner, image voxels) and value of the best normalized cross-correlation."""
-    from skimage.feature import match_template
-
     ncc = match_template(image, template, pad_input=False)
     # Flat (zero-variance) windows come back as nan/inf in some versions: they match nothing.
     ncc = np.where(np.isfinite(ncc), ncc, -1.0)
@@ -426,7 +314,7 @@ def register_pair(
 
     Parameters
     ----------
-    low : (Nz, Ny, Nx) low-res volume: array or lazy :class:`~resrecover.io.formats.VolumeSource`.
+    low : (Nz, Ny, Nx) low-res volume: array or lazy :class:`~resrecover.io.readers.base.VolumeSource`.
     high : (nz, ny, nx) high-res volume: array or VolumeSource (only crops of it are read).
     low_voxel_um, high_voxel_um : voxel edges (µm); default: the sources' ``voxel_size_um``.
     offset_um : approximate (z, y, x) µm of the high-res origin in the low-res frame (module
@@ -451,9 +339,9 @@ def register_pair(
         do not overlap enough.
     """
     t_start = time.perf_counter()
-    low_voxel_um = _positive(low_voxel_um if low_voxel_um is not None else getattr(low, "voxel_size_um", None),
+    low_voxel_um = voxel_edge_um(low_voxel_um if low_voxel_um is not None else getattr(low, "voxel_size_um", None),
                              "low_voxel_um")
-    high_voxel_um = _positive(high_voxel_um if high_voxel_um is not None else getattr(high, "voxel_size_um", None),
+    high_voxel_um = voxel_edge_um(high_voxel_um if high_voxel_um is not None else getattr(high, "voxel_size_um", None),
                               "high_voxel_um")
     if high_voxel_um > low_voxel_um * (1 + 1e-6):
         raise RegistrationError(
@@ -470,7 +358,7 @@ def register_pair(
     # 1. Coarse placement.
     coarse_peak = None
     if offset_um is not None:
-        offset_um = np.asarray(_triple(offset_um, "offset_um"))
+        offset_um = np.asarray(zyx_triple(offset_um, "offset_um"))
     if offset_um is None:
         if not search:
             raise ResrecoverError("register_pair: search=False needs offset_um (the stage offset)")
@@ -493,8 +381,6 @@ def register_pair(
     t_coarse = time.perf_counter() - t_start
 
     # 2. Fine: resample low onto the high-res crop, cross-correlate, repeat.
-    from skimage.registration import phase_cross_correlation
-
     offset = coarse.copy()
     steps = []
     start = shape = None
@@ -573,8 +459,6 @@ def save_registration(path: str | Path, result: RegistrationResult) -> None:
 
 def load_registration(path: str | Path) -> RegistrationResult:
     """Read a registration written by :func:`save_registration`."""
-    from .io import InputError
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: registration file not found")
@@ -597,19 +481,37 @@ def register_files(
     low_dataset: str | None = None,
     high_dataset: str | None = None,
 ) -> RegistrationResult:
-    """Register two volume files (any format of :func:`resrecover.io.formats.open_volume`).
+    """Register two volume files (any format of :func:`resrecover.io.open_volume`).
 
     Writes the registration JSON to ``out_json`` and, when ``out_low_on_high`` is given, the low-res
     volume resampled onto the high-res grid (cubic spline, slab by slab; format from its suffix),
     which with the high-res volume forms the training pair.
     """
-    from .io.formats import open_volume, write_volume_as
-
     with open_volume(low_path, low_dataset, low_voxel_um) as low, open_volume(high_path, high_dataset, high_voxel_um) as high:
         result = register_pair(low, high, offset_um=offset_um, search=search, min_peak=min_peak)
         save_registration(out_json, result)
         if out_low_on_high is not None:
-            write_volume_as(out_low_on_high, ResampledLow(low, result), result.high_voxel_um,
+            write_volume_as(out_low_on_high, UpsampledLow(low, scan_grid(result)), result.high_voxel_um,
                             registration_offset_um=list(result.offset_um), registration_peak=result.peak,
                             low_source=str(low_path), high_source=str(high_path))
     return result
+
+
+def as_registration(registration) -> RegistrationResult | None:
+    """A :class:`RegistrationResult` given as itself or as its JSON path (``None`` passes through)."""
+    if registration is None or isinstance(registration, RegistrationResult):
+        return registration
+    return load_registration(registration)
+
+
+def register_configured_pair(pair: dict, low_path, high_path, out_json, offset_file=None) -> RegistrationResult:
+    """Register one ``pairs:`` entry (:func:`register_files`, rule ``pair_register``); the stage offset
+    comes from ``pair['offset_um']`` or from ``stage_offset_um`` in ``offset_file``."""
+    offset = pair.get("offset_um")
+    if offset is None and offset_file:
+        offset = json.loads(Path(offset_file).read_text())["stage_offset_um"]
+    low_path = pair.get("low") or low_path
+    high_path = pair.get("high") or high_path
+    return register_files(low_path, high_path, out_json, low_voxel_um=pair.get("low_voxel_um"),
+                          high_voxel_um=pair.get("high_voxel_um"), offset_um=offset,
+                          search=pair.get("search", True), min_peak=pair.get("min_peak", DEFAULT_MIN_PEAK))

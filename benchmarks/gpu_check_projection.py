@@ -1,0 +1,151 @@
+"""(f) The paper preset's wall time on one GPU, projected from (a), (c), (d) and the CPU stages' measured costs.
+
+The model, stated in the report:
+
+* **GPU jobs** (rules with ``gpu=1`` in a dry run of config/config.yaml) run one after another on the
+  one GPU: a training job takes its iterations (``training_settings`` for its network and σ) at the
+  rate (a) measured in the configured precision; a recovery takes the volume's voxels at the rate of
+  (d); a Richardson-Lucy job takes (c)'s device time scaled by voxels and iterations; each GPU job
+  also pays :data:`GPU_JOB_OVERHEAD_S` (process start, imports, CUDA context, reading and writing
+  its volumes).
+* **CPU stages** come from the quick preset's per-rule CPU seconds (benchmarks/results.json,
+  measured on the development machine): the simulation (phantom, projections, FDK, ground truth)
+  scaled by voxels × views, every other CPU rule by voxels, spread over :data:`CPU_CORES` cores
+  without loss (optimistic) and without overlap with the GPU jobs (pessimistic).
+* **H100**: same SM count as the H200 but 3.35 instead of 4.8 TB/s; the GPU part is scaled by that
+  ratio as an upper bound for memory-bound kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from benchmarks.gpu_check_common import PAPER_CONFIG, ROOT, CheckResult, WorkerContext, load_part, save_part
+from benchmarks.gpu_check_workflow import paper_plan, uses_gpu
+
+GOAL_S = 2 * 3600
+CPU_CORES = 16
+GPU_JOB_OVERHEAD_S = 15.0
+H100_SLOWDOWN = 4.8 / 3.35
+SIMULATION_GROUPS = {"phantom", "project_phantom", "degrade_scan", "fdk", "ground_truth", "scan"}
+GPU_GROUPS = {"train", "recover", "trust", "pairs", "tuning", "learning_curve", "learning_curves"}
+QUICK_CONFIG = ROOT / "config" / "quick.yaml"
+BENCH_RESULTS = ROOT / "benchmarks" / "results.json"
+
+
+def simulation_units(config: dict) -> float:
+    """Voxel-views of one realization's simulation: projections, one FDK per σ (and target), ground truth."""
+    voxels = math.prod(config["volume_shape"])
+    scan = config["scan"]
+    n_sigmas = len(scan["sigmas_um"]) + 1
+    return voxels * (scan["n_projections"] * (1 + n_sigmas) + 2 * scan["n_projections_ground_truth"])
+
+
+def quick_breakdown() -> list[dict]:
+    """Per-rule-group CPU seconds of the last quick-preset benchmark (benchmarks/results.json)."""
+    rows = json.loads(BENCH_RESULTS.read_text())["rows"]
+    return rows["quick_preset"]["breakdown"]
+
+
+def cpu_stage_seconds(paper: dict, jobs: list[dict]) -> dict:
+    """CPU seconds of the simulation and of the other CPU rules at the paper's sizes (see module doc)."""
+    from resrecover.config import load_config
+
+    quick = load_config(QUICK_CONFIG)
+    groups = {row["rule"]: row for row in quick_breakdown()}
+    simulated = sum(int(row["jobs"]) for name, row in groups.items() if name in ("phantom",)) or 2
+    sim_cpu = sum(float(row["cpu_time_s"]) for name, row in groups.items() if name in SIMULATION_GROUPS)
+    rest_cpu = sum(float(row["cpu_time_s"]) for name, row in groups.items()
+                   if name not in SIMULATION_GROUPS | GPU_GROUPS)
+    paper_realizations = sum(1 for job in jobs if job["rule"] == "phantom") or len(paper["realizations"])
+    per_unit = sim_cpu / (simulation_units(quick) * simulated)
+    voxel_ratio = math.prod(paper["volume_shape"]) / math.prod(quick["volume_shape"])
+    return {"simulation_cpu_s": per_unit * simulation_units(paper) * paper_realizations,
+            "other_cpu_s": rest_cpu * voxel_ratio, "paper_realizations": paper_realizations,
+            "quick_simulation_cpu_s": sim_cpu, "quick_other_cpu_s": rest_cpu, "voxel_ratio": voxel_ratio}
+
+
+def measured_rates(out: Path) -> dict:
+    """Rates from the parts of (a), (c) and (d); raises naming the part that is missing."""
+    parts = {check: load_part(out, check) for check in ("a", "c", "d")}
+    missing = [check for check, part in parts.items() if not part or not part["numbers"]]
+    if missing:
+        raise RuntimeError(f"no numbers from ({', '.join(missing)}): nothing to project from")
+    a, c, d = (parts[k]["numbers"] for k in ("a", "c", "d"))
+    deepnet_infer = d.get("deepnet_out_of_core") or d["deepnet_in_memory"]
+    return {
+        "train_it_per_s": {m: {p: v["iterations_per_s"] for p, v in a[m].items()} for m in a},
+        "infer_voxels_per_s": {"deepnet": deepnet_infer["voxels_per_s"],
+                               "srcnn": d["srcnn_in_memory"]["voxels_per_s"]},
+        "rl_s_per_voxel_iteration": c["device_s"] / (c["n"] ** 3 * c["iterations"]),
+    }
+
+
+def gpu_job_seconds(job: dict, paper: dict, rates: dict) -> float | None:
+    """Projected seconds of one GPU job of the paper preset; None for a rule the model does not cover."""
+    from resrecover.methods.training import training_settings
+
+    rule, wildcards = job["rule"], job["wildcards"]
+    network = wildcards.get("network") or wildcards.get("pair_method") or wildcards.get("method")
+    voxels = math.prod(paper["volume_shape"])
+    if "train" in rule and network in rates["train_it_per_s"]:
+        sigma = float(wildcards["sigma"]) if "sigma" in wildcards else None
+        settings = training_settings(paper, network, sigma)
+        precision = settings.get("precision", "float32")
+        return int(settings["iterations"]) / rates["train_it_per_s"][network][precision] + GPU_JOB_OVERHEAD_S
+    if "recover" in rule and network in rates["infer_voxels_per_s"]:
+        return voxels / rates["infer_voxels_per_s"][network] + GPU_JOB_OVERHEAD_S
+    if rule == "richardson_lucy":
+        iterations = int(paper["rl"]["iterations"])
+        return voxels * iterations * rates["rl_s_per_voxel_iteration"] + GPU_JOB_OVERHEAD_S
+    return None
+
+
+def check_projection(ctx: WorkerContext, site: Path | None = None) -> CheckResult:
+    """(f) Projected wall time of the paper preset on one GPU of this kind, against ≤ 2 h on one H100."""
+    from resrecover.config import load_config
+
+    result = CheckResult("f", "Paper preset on one GPU: projected wall time against the goal of ≤ 2 h on one H100")
+    paper = load_config(PAPER_CONFIG)
+    rates = measured_rates(ctx.out)
+    jobs = paper_plan(ctx, site)
+    gpu_s, uncovered, per_rule = 0.0, {}, {}
+    for job in jobs:
+        if job["rule"] in SIMULATION_GROUPS or not uses_gpu(job):
+            continue
+        seconds = gpu_job_seconds(job, paper, rates)
+        if seconds is None:
+            uncovered[job["rule"]] = uncovered.get(job["rule"], 0) + 1
+            continue
+        gpu_s += seconds
+        per_rule[job["rule"]] = per_rule.get(job["rule"], 0.0) + seconds
+    cpu = cpu_stage_seconds(paper, jobs)
+    simulation_s, other_s = cpu["simulation_cpu_s"] / CPU_CORES, cpu["other_cpu_s"] / CPU_CORES
+    total_s = simulation_s + gpu_s + other_s
+    h100_s = simulation_s + gpu_s * H100_SLOWDOWN + other_s
+    result.numbers = {"rates": rates, "gpu_s_per_rule": per_rule, "gpu_s": gpu_s, "simulation_s": simulation_s,
+                      "other_cpu_s": other_s, "total_s": total_s, "h100_upper_s": h100_s, "cpu": cpu,
+                      "rules_not_projected": uncovered, "jobs": len(jobs)}
+    for rule, seconds in sorted(per_rule.items(), key=lambda kv: -kv[1]):
+        count = sum(1 for j in jobs if j["rule"] == rule)
+        result.add(f"GPU: {rule} ({count} jobs)", round(seconds / 60, 1), "min")
+    result.add(f"CPU: simulation of {cpu['paper_realizations']} realizations on {CPU_CORES} cores",
+               round(simulation_s / 60, 1), "min")
+    result.add(f"CPU: evaluation, figures, tables on {CPU_CORES} cores", round(other_s / 60, 1), "min")
+    result.add("projected wall time on this GPU", round(total_s / 3600, 2), "h")
+    judged = ctx.mode == "gpu"
+    result.add(f"on one H100 (GPU part × {H100_SLOWDOWN:.2f}, upper bound)", round(h100_s / 3600, 2), "h",
+               "≤ 2 h" if judged else "not judged in CPU mode (tiny networks)",
+               (h100_s <= GOAL_S) if judged else None)
+    if uncovered:
+        result.notes.append(f"GPU rules not in the model (not projected): {uncovered}.")
+    result.notes.append(__doc__.split("The model, stated in the report:")[1].strip())
+    result.add("every term finite", all(math.isfinite(v) for v in (gpu_s, simulation_s, other_s)), "", "yes",
+               all(math.isfinite(v) for v in (gpu_s, simulation_s, other_s)))
+    save_part(ctx.out, result)
+    result.finish(f"{total_s / 3600:.2f} h on this GPU, ≤ {h100_s / 3600:.2f} h on one H100 "
+                  f"(GPU {gpu_s / 3600:.2f} h, simulation {simulation_s / 3600:.2f} h, rest {other_s / 3600:.2f} h)")
+    return result
+
