@@ -7,7 +7,8 @@
     python -m benchmarks.gpu_check --cpu --out OUT      # the same at tiny sizes on the CPU (tests)
 
 Sub-checks (``--checks a,b,...``; each in a fresh worker process with its own time limit, so a
-failing or hanging one never stops the others):
+failing or hanging one never stops the others; run in the order of :data:`STAGES`: the measurements
+(a), (c), (d) alone, then (b) in the background while (g) and (e) run, then (f)):
 
 (a) DeepNet / SRCNN-3D training at the paper's settings, float32 (TF32) and bf16: it/s, loss;
 (b) the test preset through Snakemake with ``--resources gpu=1`` from CT inputs made on a CPU;
@@ -50,7 +51,11 @@ from benchmarks.gpu_check_common import (
     save_part,
 )
 
-CHECK_ORDER = ("a", "b", "g", "e", "c", "d", "f")
+#: The order the sub-checks run in. In a stage of several, the first runs in the background while the
+#: others run one after another: (b) only checks correctness, so it overlaps the two short correctness
+#: checks, never the measurements of (a), (c) and (d).
+STAGES = (("a",), ("c",), ("d",), ("b", "g", "e"), ("f",))
+CHECK_ORDER = tuple(check for stage in STAGES for check in stage)
 TITLES = {
     "a": "Training throughput: DeepNet and SRCNN-3D, float32 (TF32) and bf16",
     "b": "The test preset through Snakemake with --resources gpu=1",
@@ -60,14 +65,17 @@ TITLES = {
     "f": "Projected wall time of the paper preset on one GPU",
     "g": "CUDA out of memory during inference: caught, retried smaller",
 }
-#: Seconds each worker may take (GPU: fits 8 minutes in all with setup; CPU: a 2-core machine).
+#: Seconds each worker may take at most, and what it is expected to take (kept free for the later stages).
 TIME_LIMITS = {
-    "gpu": {"a": 100, "b": 220, "g": 45, "e": 60, "c": 100, "d": 170, "f": 45},
-    "cpu": {"a": 120, "b": 900, "g": 60, "e": 90, "c": 60, "d": 90, "f": 60},
+    "gpu": {"a": 90, "c": 90, "d": 150, "b": 260, "g": 45, "e": 60, "f": 45},
+    "cpu": {"a": 120, "c": 60, "d": 90, "b": 900, "g": 60, "e": 90, "f": 60},
 }
-DEFAULT_BUDGET_S = {"gpu": 450, "cpu": 1200}
-#: Seconds kept back for (f) and the report while the other checks run.
-RESERVE_S = 40
+EXPECTED_S = {
+    "gpu": {"a": 55, "c": 50, "d": 100, "b": 200, "g": 25, "e": 30, "f": 20},
+    "cpu": {"a": 40, "c": 10, "d": 20, "b": 300, "g": 20, "e": 20, "f": 15},
+}
+#: Seconds for all sub-checks with the setup (the report comes after): the whole run stays under 8 minutes.
+DEFAULT_BUDGET_S = {"gpu": 455, "cpu": 1200}
 DEFAULT_PREPARED = ROOT / "benchmarks" / "_work" / "gpu_prepared"
 
 
@@ -109,13 +117,13 @@ def mode_of(args: argparse.Namespace) -> str:
 # ------------------------------------------------------------------------------ worker side
 def run_worker(args: argparse.Namespace) -> int:
     """Run one sub-check in this (fresh) process and save its result part; 0 unless it crashed."""
-    from benchmarks import gpu_check_compute, gpu_check_projection, gpu_check_workflow
+    from benchmarks import gpu_check_compute, gpu_check_locks, gpu_check_projection, gpu_check_workflow
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx = WorkerContext(mode=mode_of(args), out=args.out, workdir=args.workdir, deadline=args.deadline,
                         prepared=args.prepared)
-    checks = {**gpu_check_compute.CHECKS, "b": gpu_check_workflow.check_workflow,
-              "f": gpu_check_projection.check_projection}
+    checks = {**gpu_check_compute.CHECKS, "e": gpu_check_locks.check_locks,
+              "b": gpu_check_workflow.check_workflow, "f": gpu_check_projection.check_projection}
     started = time.perf_counter()
     try:
         result = checks[args.worker](ctx, args.site) if args.worker in ("b", "f") else checks[args.worker](ctx)
@@ -175,50 +183,76 @@ def worker_environment(site) -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
 
 
-def run_one(args: argparse.Namespace, check: str, timeout_s: float, workdir: Path, site) -> dict:
-    """Run sub-check ``check`` in a worker (its whole process group killed at ``timeout_s``); return its part."""
-    (parts_dir(args.out) / f"{check}.json").unlink(missing_ok=True)
-    started = time.perf_counter()
-    command = worker_command(args, check, workdir, time.time() + timeout_s, site)
-    with open(args.out / "logs" / f"{check}.log", "w") as log_file:
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-                                env=worker_environment(site), start_new_session=True)
+class Worker:
+    """One sub-check's worker process, killed with its children (whole process group) at its deadline."""
+
+    def __init__(self, args: argparse.Namespace, check: str, timeout_s: float, workdir: Path, site):
+        (parts_dir(args.out) / f"{check}.json").unlink(missing_ok=True)
+        self.args, self.check, self.timeout_s = args, check, timeout_s
+        self.started = time.perf_counter()
+        self.deadline = time.time() + timeout_s
+        self.log_file = open(args.out / "logs" / f"{check}.log", "w")
+        self.proc = subprocess.Popen(worker_command(args, check, workdir, self.deadline, site), cwd=ROOT,
+                                     stdout=self.log_file, stderr=subprocess.STDOUT, env=worker_environment(site),
+                                     start_new_session=True)
+
+    def finish(self) -> dict:
+        """Wait for the worker (until its deadline); return its result part, marked FAIL if it had none."""
         try:
-            code = proc.wait(timeout=timeout_s)
-            timed_out = False
+            code, timed_out = self.proc.wait(timeout=max(0.0, self.deadline - time.time())), False
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            code, timed_out = proc.wait(), True
-    part = load_part(args.out, check)
-    result = CheckResult(**part) if part else CheckResult(check, TITLES[check])
-    if timed_out:
-        result.fail(f"stopped at its time limit of {timeout_s:.0f} s (numbers above are what it had)")
-    elif result.status == NOT_RUN:
-        result.fail(f"the worker exited {code} without a result; see logs/{check}.log")
-    result.seconds = round(time.perf_counter() - started, 1)
-    save_part(args.out, result)
-    return result.to_dict()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            code, timed_out = self.proc.wait(), True
+        self.log_file.close()
+        part = load_part(self.args.out, self.check)
+        result = CheckResult(**part) if part else CheckResult(self.check, TITLES[self.check])
+        if timed_out:
+            result.fail(f"stopped at its time limit of {self.timeout_s:.0f} s (numbers above are what it had)")
+        elif result.status == NOT_RUN:
+            result.fail(f"the worker exited {code} without a result; see logs/{self.check}.log")
+        result.seconds = round(time.perf_counter() - self.started, 1)
+        save_part(self.args.out, result)
+        return result.to_dict()
+
+
+def stage_expected_s(stage, mode: str) -> float:
+    """Seconds a stage is expected to take: its background check or the sum of the others, the longer."""
+    expected = EXPECTED_S[mode]
+    return max(expected[stage[0]], sum(expected[c] for c in stage[1:]))
 
 
 def run_checks(args: argparse.Namespace, workdir: Path, setup: dict, budget_s: float) -> dict:
-    """Every selected sub-check in :data:`CHECK_ORDER`, each limited so the whole stays within ``budget_s``."""
-    selected = [c for c in CHECK_ORDER if c in args.checks.split(",")]
-    limits = TIME_LIMITS[mode_of(args)]
+    """The selected sub-checks stage by stage (:data:`STAGES`), each limited so the whole fits ``budget_s``."""
+    mode = mode_of(args)
+    selected = args.checks.split(",")
+    stages = [s for s in ([c for c in stage if c in selected] for stage in STAGES) if s]
     end = time.time() + budget_s
     results = {}
-    for check in selected:
-        reserve = RESERVE_S if check != "f" and "f" in selected else 0
-        timeout_s = min(limits[check], end - time.time() - reserve)
+
+    def start(check: str, reserve: float):
+        timeout_s = min(TIME_LIMITS[mode][check], end - time.time() - reserve)
         if check in ("b", "f") and setup.get("error"):
             results[check] = CheckResult(check, TITLES[check], status=FAIL, error=setup["error"]).to_dict()
         elif timeout_s < 10:
             results[check] = CheckResult(check, TITLES[check], status=NOT_RUN,
                                          summary="not run: the time budget was spent").to_dict()
         else:
-            results[check] = run_one(args, check, timeout_s, workdir, setup.get("site"))
+            return Worker(args, check, timeout_s, workdir, setup.get("site"))
+        return None
+
+    def collect(check: str, worker) -> None:
+        if worker is not None:
+            results[check] = worker.finish()
         print(f"({check}) {results[check]['status']}: {results[check]['summary'] or results[check]['error']}",
               flush=True)
-    return results
+
+    for index, stage in enumerate(stages):
+        reserve = sum(stage_expected_s(later, mode) for later in stages[index + 1 :])
+        background = start(stage[0], reserve)
+        for check in stage[1:]:
+            collect(check, start(check, reserve))
+        collect(stage[0], background)
+    return {check: results[check] for check in CHECK_ORDER if check in results}
 
 
 # ------------------------------------------------------------------------------ report
@@ -279,7 +313,7 @@ def render_markdown(report: dict) -> str:
         seconds = f"{result['seconds']:.0f}" if result.get("seconds") else "–"
         lines.append(f"| ({check}) | {cell(result['title'])} | **{result['status']}** | {seconds} | "
                      f"{cell(result['summary'] or result.get('error') or '')} |")
-    lines += ["", "Not run:", ""] + [f"- {line}" for line in report["not_run"]] + [""]
+    lines += ["", "Not run:", ""] + [f"- {line}" for line in report["not_run"]] + ["", ""]
     for result in report["checks"].values():
         lines += check_section(result)
     return "\n".join(lines)

@@ -29,7 +29,7 @@ PASS, FAIL, NOT_RUN = "PASS", "FAIL", "NOT RUN"
 SIZES: dict[str, dict[str, Any]] = {
     "gpu": {
         "config": "paper",
-        "train": {"deepnet_iterations": 80, "srcnn_iterations": 100, "warmup": 10,
+        "train": {"deepnet_iterations": 50, "srcnn_iterations": 60, "warmup": 10,
                   "deepnet_volume": (16, 576, 576), "srcnn_volume": (128, 192, 192)},
         "rl": {"n": 512, "iterations": 30, "sigma_vox": 5.0},
         "infer": {"block": 256, "memory_shape": (512, 512, 512), "srcnn_shape": (128, 512, 512),
@@ -45,8 +45,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "infer": {"block": 32, "memory_shape": (32, 64, 64), "srcnn_shape": (32, 64, 64),
                   "ooc_shape": (12, 160, 160), "ooc_seconds_needed": 5, "ooc_budget_gb": 0.3,
                   "inference_overrides": {"tile_px": 64}},
-        "locks": {"shape": (12, 96, 96)},
-        "oom": {"shape": (12, 64, 64)},
+        "locks": {"shape": (8, 64, 64)},
+        "oom": {"shape": (8, 64, 64)},
     },
 }
 

@@ -116,7 +116,8 @@ def install_wheels(wheels: Path, site: Path) -> dict:
     if not files:
         raise RuntimeError(f"{wheels}: no wheels; run `make gpu-check-prepare` and bring the folder along")
     site.mkdir(parents=True, exist_ok=True)
-    proc = _pip("install", "--quiet", "--no-index", "--no-deps", "--target", str(site), *map(str, files))
+    proc = _pip("install", "--quiet", "--no-index", "--no-deps", "--no-compile", "--target", str(site),
+                *map(str, files))
     method = "pip --target"
     if proc.returncode != 0:
         for wheel in files:

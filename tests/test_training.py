@@ -171,7 +171,7 @@ SCHEDULED = {"schedule": "cosine", "warmup_iterations": 3, "final_learning_rate_
     [
         ("deepnet", {}),
         ("srcnn", {}),
-        ("deepnet", {**SCHEDULED, "tile_sampling": "foam"}),
+        ("deepnet", {**SCHEDULED, "tile_sampling": "foam", "channels_last": True}),
         ("srcnn", SCHEDULED),
     ],
     ids=["deepnet", "srcnn", "deepnet-scheduled", "srcnn-scheduled"],
@@ -211,7 +211,7 @@ def test_resume_gives_bit_identical_weights(config, pair, tmp_path, method, extr
     assert straight_settings["best_val_loss"] == resumed_settings["best_val_loss"]
 
 
-@pytest.mark.parametrize("extra", [{}, {**SCHEDULED, "tile_sampling": "foam"}], ids=["plain", "scheduled"])
+@pytest.mark.parametrize("extra", [{}, {**SCHEDULED, "tile_sampling": "foam", "channels_last": True}], ids=["plain", "scheduled"])
 def test_resume_after_sigkill_gives_bit_identical_weights(config, pair, tmp_path, extra):
     """A real ``kill -9`` two iterations after a checkpoint; the re-run redoes those iterations."""
     cfg = copy.deepcopy(config)

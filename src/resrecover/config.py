@@ -88,6 +88,14 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
     return config
 
 
+def _deepnet_blocks(config: dict):
+    """(key, settings) of the deepnet block and of each of its σ overrides merged over it."""
+    block = config["deepnet"]
+    yield "deepnet", block
+    for i, entry in enumerate(block["sigma_overrides"]):
+        yield f"deepnet.sigma_overrides[{i}]", {**block, **entry}
+
+
 def _check_cross_keys(config: dict) -> None:
     seeds = config["realizations"]
     if len(set(seeds.values())) < len(seeds):
@@ -129,16 +137,16 @@ def _check_cross_keys(config: dict) -> None:
             f"scan.sigmas_um: {scan['sigmas_um']} contains the target blur {scan['target_sigma_um']}; "
             "expected only the low-resolution levels"
         )
-    dn = config["deepnet"]
-    if dn["n_slices"] % 2 == 0:
-        raise ConfigError(f"deepnet.n_slices: {dn['n_slices']} is even; expected an odd number of slices")
-    if dn["tile_px"] % (2 ** dn["depth"]):
-        raise ConfigError(
-            f"deepnet.tile_px: {dn['tile_px']} is not divisible by 2**deepnet.depth ({2 ** dn['depth']})"
-        )
-    shape = config["volume_shape"]
-    if dn["tile_px"] > min(shape[1:]):
-        raise ConfigError(f"deepnet.tile_px: {dn['tile_px']} exceeds the slice size {shape[1:]}")
+    for where, dn in _deepnet_blocks(config):
+        if dn["n_slices"] % 2 == 0:
+            raise ConfigError(f"{where}.n_slices: {dn['n_slices']} is even; expected an odd number of slices")
+        if dn["tile_px"] % (2 ** dn["depth"]):
+            raise ConfigError(
+                f"{where}.tile_px: {dn['tile_px']} is not divisible by 2**deepnet.depth ({2 ** dn['depth']})"
+            )
+        shape = config["volume_shape"]
+        if dn["tile_px"] > min(shape[1:]):
+            raise ConfigError(f"{where}.tile_px: {dn['tile_px']} exceeds the slice size {shape[1:]}")
     if config["srcnn"]["patch_px"] > min(shape):
         raise ConfigError(f"srcnn.patch_px: {config['srcnn']['patch_px']} exceeds the volume shape {shape}")
 

@@ -23,7 +23,7 @@ from scipy.ndimage import gaussian_filter
 
 from .. import ResrecoverError
 from ..io import InputError, atomic_output, check_free_disk, read_volume, write_volume
-from ..io.volume import provenance
+from ..io.hdf5 import provenance
 from . import astra_backend, rtk_backend
 from .astra_backend import BackendError, cuda_available
 from .geometry import ConeBeamGeometry, GeometryError, interleaved_subsets

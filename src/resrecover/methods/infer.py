@@ -277,11 +277,6 @@ def recover_source(
     )
 
 
-def _output_chunks(shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    """HDF5 chunks: a few slices by in-plane blocks, so slab writes and slice reads are both cheap."""
-    return (min(shape[0], 16), min(shape[1], 128), min(shape[2], 128))
-
-
 def recover_volume(
     weights_path: str | Path,
     settings_path: str | Path,
@@ -330,7 +325,8 @@ def recover_volume(
     import torch
 
     from resrecover.io import atomic_output, check_free_disk, read_volume_lazy
-    from resrecover.io.volume import provenance as software_versions
+    from resrecover.io.hdf5 import create_volume_dataset
+    from resrecover.io.hdf5 import provenance as software_versions
     from resrecover.methods.modelio import load_model
 
     model, settings = load_model(weights_path, settings_path, device=device)
@@ -345,7 +341,7 @@ def recover_volume(
         check_free_disk(output_path, int(np.prod(shape)) * 4)
         started = time.perf_counter()
         with atomic_output(output_path) as tmp, h5py.File(tmp, "w") as fh:
-            sink = fh.create_dataset("volume", shape=shape, dtype=np.float32, chunks=_output_chunks(shape))
+            sink = create_volume_dataset(fh, "volume", shape=shape)
             if method not in ("deepnet", "srcnn"):
                 raise ResrecoverError(
                     f"{settings_path}: method {method!r} is not a network; expected 'deepnet' or 'srcnn'"

@@ -173,10 +173,12 @@ def train_model(
     fov = checked_mask(mask, x_raw.shape, error=TrainingError)
     block = training_settings(config, method, sigma_um)
     precision = str(block.get("precision", "float32"))
+    # NHWC convolutions: faster on CPUs with oneDNN (measured 1.1-1.2x for DeepNet), 2D networks only
+    channels_last = bool(block.get("channels_last", False)) and method == "deepnet"
     iterations = int(block["iterations"])
     checkpoint_every = int(block["checkpoint_every"])
     deterministic = bool(config.get("compute", {}).get("deterministic", True))
-    architecture = {**network_architecture(method, config), **(architecture_overrides or {})}
+    architecture = {**network_architecture(method, config, sigma_um), **(architecture_overrides or {})}
 
     normalization = fit_normalization(x_raw, fov)
     x = normalize(x_raw, normalization).astype(np.float32)
@@ -210,6 +212,8 @@ def train_model(
     with torch_runtime(threads, deterministic, device):
         torch.manual_seed(int(seed))
         model = build_network(method, architecture).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=float(block["learning_rate"]))
         if method == "deepnet":
             task = DeepNetTask(x, y, fov, block, int(seed), device, augment)
@@ -281,6 +285,8 @@ def train_model(
             writer = csv.DictWriter(log_fh, fieldnames=LOG_COLUMNS)
             for iteration in range(start + 1, stop + 1):
                 batch = task.batch(iteration)
+                if channels_last:
+                    batch = tuple(t.contiguous(memory_format=torch.channels_last) for t in batch)
                 learning_rate = learning_rate_at(iteration, block)
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate

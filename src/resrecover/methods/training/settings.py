@@ -48,11 +48,10 @@ def training_settings(config: dict, method: str, sigma_um: float | None = None) 
     return block
 
 
-def network_architecture(method: str, config: dict) -> dict:
-    """Constructor arguments of ``method``'s network from the config's ``deepnet:``/``srcnn:`` block."""
-    check_network(method, error=TrainingError)
+def network_architecture(method: str, config: dict, sigma_um: float | None = None) -> dict:
+    """Constructor arguments of ``method``'s network: its config block resolved for ``sigma_um``."""
+    block = training_settings(config, method, sigma_um)
     if method == "deepnet":
-        block = config["deepnet"]
         return {
             "n_slices": int(block["n_slices"]),
             "base_channels": int(block["base_channels"]),
@@ -60,7 +59,6 @@ def network_architecture(method: str, config: dict) -> dict:
             "extra_convs": int(block["extra_convs"]),
             "batch_norm": True,
         }
-    block = config["srcnn"]
     return {"kernels": list(block["kernels"]), "filters": list(block["filters"]), "residual": True}
 
 

@@ -1,0 +1,166 @@
+"""Settings are chosen on `validation`, never on `alternate`: the realization, the DAG, the learning curves."""
+
+import copy
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+
+from resrecover.config import ConfigError, load_config
+from resrecover.evaluate.learning_curve import (
+    CURVE_COLUMNS,
+    collect_learning_curves,
+    default_snapshots,
+    learning_curve,
+    settings_variant,
+    tuning_sigmas,
+)
+from resrecover.evaluate.stages import segment_ground_truth
+from resrecover.io import write_volume
+from resrecover.phantom.foam import generate_foam
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = [REPO / "config" / "config.yaml", REPO / "config" / "quick.yaml", REPO / "tests" / "config" / "test.yaml"]
+SNAKEMAKE = Path(__import__("sys").executable).with_name("snakemake")
+#: rules whose outputs are settings or models: none may see the alternate realization, even indirectly
+CHOOSING_RULES = {"train", "train_ensemble_member", "learning_curve"}
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_every_preset_has_a_validation_realization_with_a_seed_of_its_own(preset):
+    config = load_config(preset)
+    seeds = config["realizations"]
+    assert set(seeds) == {"train", "validation", "alternate"}
+    assert len(set(seeds.values())) == 3
+    assert tuning_sigmas(config) and all(s in config["scan"]["sigmas_um"] for s in tuning_sigmas(config))
+
+
+def _dry_run_jobs(configfile: Path, *targets: str) -> list[dict]:
+    """Every job of a forced dry run as {'rule', 'input', 'output'} (Snakemake's own job listing)."""
+    proc = subprocess.run(
+        [str(SNAKEMAKE), *targets, "-n", "--forceall", "--configfile", str(configfile)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    jobs, job, key = [], None, None
+    for line in proc.stdout.splitlines():
+        head = re.match(r"^(?:local)?rule (\w+):$", line)
+        if head:
+            job = {"rule": head.group(1), "input": [], "output": []}
+            jobs.append(job)
+            continue
+        field = re.match(r"^\s+(input|output|log|jobid|benchmark|reason|wildcards|threads|resources|priority): ?(.*)$", line)
+        if job is not None and field:
+            key = field.group(1)
+            if key in ("input", "output"):
+                job[key] += [p.strip() for p in field.group(2).split(",") if p.strip()]
+    return jobs
+
+
+@pytest.mark.parametrize("preset", PRESETS[:2], ids=lambda p: p.name)
+def test_no_training_or_tuning_job_depends_on_the_alternate_realization(preset):
+    jobs = _dry_run_jobs(preset, "all", "learning_curves")
+    producer = {out: job for job in jobs for out in job["output"]}
+    choosing = [job for job in jobs if job["rule"] in CHOOSING_RULES]
+    assert {job["rule"] for job in choosing} >= {"train", "learning_curve"}
+    assert any("validation" in p for job in choosing for p in job["input"])  # the curves do read validation
+    for job in choosing:
+        seen, stack = set(), list(job["input"])
+        while stack:  # every file upstream of the job, through the jobs that make them
+            path = stack.pop()
+            if path in seen:
+                continue
+            seen.add(path)
+            assert "alternate" not in path, f"rule {job['rule']} ({job['output'][0]}) depends on {path}"
+            stack.extend(producer[path]["input"] if path in producer else [])
+
+
+# --- learning curves on a tiny foam ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """The test preset's foam for train and validation: ground truth, a blurred LRES, GT pores."""
+    folder = tmp_path_factory.mktemp("tuning")
+    config = load_config(REPO / "tests" / "config" / "test.yaml")
+    voxel = config["voxel_size_um"]
+    paths = {}
+    for realization in ("train", "validation"):
+        foam = generate_foam(config, config["realizations"][realization])[0].astype(np.float32)
+        lres = ndi.gaussian_filter(foam, 9.0 / voxel / 2.355 * 2) * 0.8 + 0.1
+        paths[realization, "gt"] = folder / f"{realization}_gt.h5"
+        paths[realization, "lres"] = folder / f"{realization}_lres.h5"
+        write_volume(paths[realization, "gt"], foam, voxel)
+        write_volume(paths[realization, "lres"], lres.astype(np.float32), voxel)
+    segment_ground_truth(
+        paths["validation", "gt"], folder / "gt_pores.csv", folder / "gt_labels.h5", folder / "gt_summary.csv",
+        config, "validation",
+    )
+    return config, paths, folder
+
+
+def test_learning_curve_scores_each_snapshot_without_changing_the_training(tiny_study, tmp_path):
+    from safetensors.torch import load_file
+
+    from resrecover.methods.training import train_model
+
+    config, paths, folder = tiny_study
+    config = copy.deepcopy(config)
+    config["deepnet"].update(iterations=6, checkpoint_every=3, schedule="cosine", warmup_iterations=2)
+    curve = learning_curve(
+        "deepnet", paths["train", "lres"], paths["train", "gt"], paths["validation", "lres"],
+        paths["validation", "gt"], folder / "gt_labels.h5", folder / "gt_pores.csv", config, 9.0,
+        work_dir=tmp_path / "curve", seed=5, snapshots=[2, 6], threads=1, out_csv=tmp_path / "curve.csv",
+    )
+    assert list(curve.columns) == CURVE_COLUMNS and curve["iteration"].tolist() == [2, 6]
+    assert curve["settings"].eq("chosen").all() and curve["sigma_um"].eq(9.0).all()
+    assert curve["recovery_pct"].between(0, 1000).all() and curve["ssim"].between(-1, 1).all()
+    assert curve["ssim"].nunique() == 2  # the snapshots saw different weights
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "curve.csv"), curve, check_dtype=False)
+
+    # scoring snapshots on the way does not change what training computes
+    from resrecover.masks import fov_mask
+
+    plain = tmp_path / "plain"
+    train_model(
+        "deepnet", paths["train", "lres"], paths["train", "gt"], config, plain / "model.safetensors",
+        plain / "model.json", plain / "train_log.csv", plain / "checkpoints", 5, "cpu",
+        mask=fov_mask(config, config["volume_shape"]), threads=1, progress=False, sigma_um=9.0,
+    )
+    a, b = load_file(str(plain / "model.safetensors")), load_file(str(tmp_path / "curve" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_settings_variants_replace_the_named_blocks_and_are_validated():
+    config = load_config(REPO / "config" / "quick.yaml")
+    assert settings_variant(config, "chosen") is config
+    config = copy.deepcopy(config)
+    config["tuning"]["compare"] = {"short": {"deepnet": {"iterations": 7}}, "bad": {"deepnet": {"n_slices": 4}}}
+    short = settings_variant(config, "short")
+    assert short["deepnet"]["iterations"] == 7 and config["deepnet"]["iterations"] != 7
+    with pytest.raises(ConfigError, match=r"^tuning.compare.bad: deepnet.n_slices: 4 is even"):
+        settings_variant(config, "bad")
+    with pytest.raises(ConfigError, match="no settings named 'other'"):
+        settings_variant(config, "other")
+
+
+def test_snapshots_double_up_to_the_budget_and_curves_collect_sorted(tmp_path):
+    assert default_snapshots(1600, 6) == [50, 100, 200, 400, 800, 1600]
+    assert default_snapshots(3, 6) == [1, 3]
+    rows = {c: [0] for c in CURVE_COLUMNS}
+    for name, (method, iteration) in {"b": ("srcnn", 4), "a": ("deepnet", 8), "c": ("deepnet", 2)}.items():
+        pd.DataFrame({**rows, "method": [method], "settings": ["chosen"], "iteration": [iteration]}).to_csv(
+            tmp_path / f"{name}.csv", index=False
+        )
+    table = collect_learning_curves(sorted(tmp_path.glob("*.csv")))
+    assert table[["method", "iteration"]].values.tolist() == [["deepnet", 2], ["deepnet", 8], ["srcnn", 4]]
+    pd.DataFrame({"method": ["x"]}).to_csv(tmp_path / "broken.csv", index=False)
+    with pytest.raises(ValueError, match="missing columns"):
+        collect_learning_curves([tmp_path / "broken.csv"])
