@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo test bench lint paper clean-results gpu-check gpu-check-prepare
+.PHONY: demo test bench lint paper clean-results gpu-check gpu-check-prepare learning-curves
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,14 @@ demo: $(STAMP)
 	@echo "The study on the alternate realization (results/tables/summary.csv):"
 	@cat results/tables/summary.md
 	@echo
-	@echo "Figures:  results/figures/fig1..fig10 (PNG + PDF)"
+	@echo "Figures:  results/figures/fig1..fig10 (PNG + PDF); fig11 with make learning-curves"
 	@echo "Tables:   results/tables/*.csv"
 	@echo "Report:   results/report.zip (unzip, open report.html)"
+
+# How the quick preset's training budgets were chosen: learning curves on the validation realization
+# (results/tables/learning_curves.csv, results/figures/fig11_learning_curves.png); ~25 min on 2 cores.
+learning-curves: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml learning_curves
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rfEs --durations=10

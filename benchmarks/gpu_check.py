@@ -1,4 +1,4 @@
-"""Every CUDA path of resrecover run once, in one command of at most 8 minutes on one GPU (issue 13).
+"""Every CUDA path of resrecover run once, in one command of at most 8 minutes on one GPU.
 
 ::
 
@@ -42,6 +42,7 @@ from benchmarks.gpu_check_common import (
     NOT_RUN,
     PASS,
     ROOT,
+    TITLES,
     CheckResult,
     WorkerContext,
     json_default,
@@ -56,15 +57,6 @@ from benchmarks.gpu_check_common import (
 #: checks, never the measurements of (a), (c) and (d).
 STAGES = (("a",), ("c",), ("d",), ("b", "g", "e"), ("f",))
 CHECK_ORDER = tuple(check for stage in STAGES for check in stage)
-TITLES = {
-    "a": "Training throughput: DeepNet and SRCNN-3D, float32 (TF32) and bf16",
-    "b": "The test preset through Snakemake with --resources gpu=1",
-    "c": "Richardson-Lucy on the GPU vs the CPU path",
-    "d": "Tiled DeepNet inference in memory and out of core",
-    "e": "Two GPU jobs at once on one GPU (per-GPU lock)",
-    "f": "Projected wall time of the paper preset on one GPU",
-    "g": "CUDA out of memory during inference: caught, retried smaller",
-}
 #: Seconds each worker may take at most, and what it is expected to take (kept free for the later stages).
 TIME_LIMITS = {
     "gpu": {"a": 90, "c": 90, "d": 150, "b": 260, "g": 45, "e": 60, "f": 45},
@@ -133,7 +125,8 @@ def run_worker(args: argparse.Namespace) -> int:
         partial = load_part(args.out, args.worker)
         if partial:
             result = CheckResult(**partial)
-        result.fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        result.fail(f"{type(exc).__name__}: {first_line[:300]}")
     result.seconds = time.perf_counter() - started
     save_part(args.out, result)
     return 0

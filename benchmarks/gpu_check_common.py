@@ -23,6 +23,16 @@ PAPER_CONFIG = ROOT / "config" / "config.yaml"
 TEST_CONFIG = ROOT / "tests" / "config" / "test.yaml"
 
 PASS, FAIL, NOT_RUN = "PASS", "FAIL", "NOT RUN"
+#: The sub-checks' titles, as the report shows them.
+TITLES = {
+    "a": "Training: DeepNet and SRCNN-3D at the paper's settings, float32 (TF32) and bf16 autocast",
+    "b": "The test preset through Snakemake (--resources gpu=1) from CT inputs made on a CPU",
+    "c": "Richardson-Lucy: torch on the GPU vs the CPU path (scipy.fft)",
+    "d": "Tiled inference: in memory and out of core (HDF5)",
+    "e": "Two GPU jobs at once on one GPU: the per-GPU lock serializes them",
+    "f": "Paper preset on one GPU: projected wall time against the goal of ≤ 2 h on one H100",
+    "g": "CUDA out of memory during inference: caught and retried smaller, one log line",
+}
 
 #: One size set per mode. GPU: the paper preset's settings; CPU: tiny sizes that exercise the same
 #: code in seconds on two cores (the test preset's small networks, 64×64×5 tiles).

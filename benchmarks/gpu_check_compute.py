@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.gpu_check_common import (
+    TITLES,
     CheckResult,
     WorkerContext,
     check_device,
@@ -151,7 +152,7 @@ def training_pair(method: str, sizes: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def check_training(ctx: WorkerContext) -> CheckResult:
     """(a) DeepNet and SRCNN-3D training: iterations per second in float32 and bf16, loss finite and falling."""
-    result = CheckResult("a", "Training: DeepNet and SRCNN-3D, float32 (TF32 convolutions) and bf16 autocast")
+    result = CheckResult("a", TITLES["a"])
     config = mode_config(ctx.mode)
     summary = []
     runs_left = 4
@@ -196,7 +197,7 @@ def check_richardson_lucy(ctx: WorkerContext) -> CheckResult:
     """(c) Richardson-Lucy on the device (torch FFT) vs the CPU path (scipy.fft), same input."""
     from resrecover.methods.rl import richardson_lucy_3d
 
-    result = CheckResult("c", "Richardson-Lucy: torch on the device vs the CPU path (scipy.fft)")
+    result = CheckResult("c", TITLES["c"])
     sizes = ctx.sizes["rl"]
     n, iterations, sigma = int(sizes["n"]), int(sizes["iterations"]), float(sizes["sigma_vox"])
     device = check_device(ctx.mode)
@@ -294,7 +295,7 @@ def out_of_core_inference(ctx: WorkerContext, weights: Path, settings_path: Path
 
 
 def add_inference_rows(result: CheckResult, label: str, numbers: dict) -> None:
-    result.add(f"{label}: voxels/s", f"{numbers['voxels_per_s'] / 1e6:.2f} M", "voxels/s")
+    result.add(f"{label}: voxels/s", f"{numbers['voxels_per_s'] / 1e6:.3g} M", "voxels/s")
     result.add(f"{label}: seconds", round(numbers["seconds"], 2), "s")
     if numbers.get("peak_gpu_gb") is not None:
         result.add(f"{label}: peak GPU memory", round(numbers["peak_gpu_gb"], 2), "GB")
@@ -304,7 +305,7 @@ def add_inference_rows(result: CheckResult, label: str, numbers: dict) -> None:
 
 def check_inference(ctx: WorkerContext) -> CheckResult:
     """(d) Tiled DeepNet (and SRCNN-3D) inference in memory, then DeepNet out of core from HDF5."""
-    result = CheckResult("d", "Tiled inference: in memory and out of core (HDF5)")
+    result = CheckResult("d", TITLES["d"])
     config = mode_config(ctx.mode)
     sizes = ctx.sizes["infer"]
     inference_config = dict(config["inference"], **sizes.get("inference_overrides", {}))
@@ -329,8 +330,8 @@ def check_inference(ctx: WorkerContext) -> CheckResult:
         result.add(f"{label}: same shape", numbers["same_shape"], "", "output = input shape", numbers["same_shape"])
     memory = result.numbers["deepnet_in_memory"]
     tail = result.numbers.get("deepnet_out_of_core")
-    result.finish(f"DeepNet {memory['voxels_per_s'] / 1e6:.1f} M voxels/s in memory"
-                  + (f", {tail['voxels_per_s'] / 1e6:.1f} M voxels/s out of core (peak RSS "
+    result.finish(f"DeepNet {memory['voxels_per_s'] / 1e6:.3g} M voxels/s in memory"
+                  + (f", {tail['voxels_per_s'] / 1e6:.3g} M voxels/s out of core (peak RSS "
                      f"{tail['peak_host_gb']:.2f} GB)" if tail else ", out of core not run"))
     return result
 
@@ -350,8 +351,8 @@ class RaiseOutOfMemoryAbove:
         return self.model(x, **kwargs)
 
 
-def cap_gpu_memory(model, device, tile: tuple[int, int, int]) -> dict:
-    """Cap this process's GPU memory so that a batch of about 3 tiles fits but 4 do not."""
+def cap_gpu_memory(model, device, tile: tuple[int, int, int], tiles_worth: float) -> dict:
+    """Cap this process's GPU memory at what it holds plus ``tiles_worth`` × one tile's forward pass."""
     import torch
 
     from resrecover.methods.infer import torch_predictor
@@ -367,16 +368,39 @@ def cap_gpu_memory(model, device, tile: tuple[int, int, int]) -> dict:
     per_tile = torch.cuda.max_memory_reserved(device) - base
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(device).total_memory
-    cap = torch.cuda.memory_reserved(device) + 3 * per_tile
+    cap = torch.cuda.memory_reserved(device) + tiles_worth * per_tile
     torch.cuda.set_per_process_memory_fraction(cap / total, device)
-    return {"per_tile_gb": per_tile / 1e9, "cap_gb": cap / 1e9, "fraction": cap / total}
+    return {"per_tile_gb": per_tile / 1e9, "cap_gb": cap / 1e9, "fraction": cap / total, "tiles_worth": tiles_worth}
+
+
+def capped_recovery(model, settings, volume, inference_config: dict, device, tile, mode: str):
+    """Recover ``volume`` short of memory; return (TilingRun, output, warnings logged, cap used).
+
+    GPU: capped at 3 tiles' worth (a batch of 4 cannot fit), then at 1.5 if that caused no back-off;
+    CPU mode: the network raises torch's OutOfMemoryError for batches above 2.
+    """
+    import torch
+
+    for tiles_worth in ((3.0, 1.5) if mode == "gpu" else (None,)):
+        cap = cap_gpu_memory(model, device, tile, tiles_worth) if mode == "gpu" else None
+        capped = model if mode == "gpu" else RaiseOutOfMemoryAbove(model, max_batch=2)
+        output = np.zeros_like(volume)
+        try:
+            with RecordingHandler("resrecover.methods.tiling") as records:
+                _, run = timed_recovery(capped, settings, volume, output, inference_config, device)
+        finally:
+            if mode == "gpu":
+                torch.cuda.set_per_process_memory_fraction(1.0, device)
+        if run.backoffs:
+            break
+    return run, output, [m for _, level, m in records.records if level == "WARNING"], cap
 
 
 def check_out_of_memory(ctx: WorkerContext) -> CheckResult:
     """(g) Out of memory during inference: caught, retried with a smaller batch, one log line per back-off."""
     from resrecover.methods.modelio import load_model
 
-    result = CheckResult("g", "Out of memory during inference: caught and retried smaller, one log line")
+    result = CheckResult("g", TITLES["g"])
     config = mode_config(ctx.mode)
     device = check_device(ctx.mode)
     weights, settings_path = save_random_model(config, "deepnet", ctx.scratch("g"))
@@ -386,21 +410,8 @@ def check_out_of_memory(ctx: WorkerContext) -> CheckResult:
     reference = np.zeros_like(volume)
     _, reference_run = timed_recovery(model, settings, volume, reference, inference_config, device)
     tile = tuple(reference_run.tile_shape)
-    if ctx.mode == "gpu":
-        result.numbers["cap"] = cap_gpu_memory(model, device, tile)
-        capped = model
-    else:
-        capped = RaiseOutOfMemoryAbove(model, max_batch=2)
-    output = np.zeros_like(volume)
-    try:
-        with RecordingHandler("resrecover.methods.tiling") as records:
-            _, run = timed_recovery(capped, settings, volume, output, inference_config, device)
-    finally:
-        if ctx.mode == "gpu":
-            import torch
-
-            torch.cuda.set_per_process_memory_fraction(1.0, device)
-    warnings = [m for _, level, m in records.records if level == "WARNING"]
+    run, output, warnings, result.numbers["cap"] = capped_recovery(model, settings, volume, inference_config,
+                                                                   device, tile, ctx.mode)
     difference = float(np.abs(output.astype(np.float64) - reference).max())
     result.numbers.update(backoffs=run.backoffs, warnings=warnings, batch_after=run.batch_size,
                           tile_after=list(run.tile_shape), max_difference=difference)
@@ -415,8 +426,9 @@ def check_out_of_memory(ctx: WorkerContext) -> CheckResult:
     result.add("max |capped − uncapped| output", f"{difference:.1e}", "", criterion,
                difference <= 1e-4 if tile_kept else None)
     result.add("output finite", bool(np.isfinite(output).all()), "", "all voxels", bool(np.isfinite(output).all()))
-    result.notes.append("GPU: memory capped with torch.cuda.set_per_process_memory_fraction to ~3 tiles' worth; "
-                        "CPU mode: the network raises torch.OutOfMemoryError for batches above 2.")
+    result.notes.append("GPU: memory capped with torch.cuda.set_per_process_memory_fraction at what the process "
+                        "holds plus 3 (then 1.5) tiles' worth of one forward pass; CPU mode: the network raises "
+                        "torch.OutOfMemoryError for batches above 2.")
     result.finish(f"{len(run.backoffs)} back-off(s), batch 4 → {run.batch_size}, output equal")
     return result
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
+import math
+import os
 import subprocess
 import sys
 import time
@@ -23,6 +26,7 @@ import numpy as np
 
 from benchmarks.gpu_check_common import (
     ROOT,
+    TITLES,
     CheckResult,
     WorkerContext,
     check_device,
@@ -58,7 +62,7 @@ def check_locks(ctx: WorkerContext) -> CheckResult:
     """(e) Two inference jobs started at once on one GPU: the per-GPU lock runs them one after the other."""
     from resrecover.methods.infer import recover_volume
 
-    result = CheckResult("e", "Two GPU jobs at once on one GPU: the per-GPU lock serializes them")
+    result = CheckResult("e", TITLES["e"])
     config = mode_config(ctx.mode)
     folder = ctx.scratch("e")
     weights, settings_path = save_random_model(config, "deepnet", folder)
@@ -84,7 +88,12 @@ def check_locks(ctx: WorkerContext) -> CheckResult:
         result.fail("a job wrote no report (see logs/e_job*.log)")
         return result
     spans = [(r["acquired"], r["released"]) for r in reports]
-    first, second = sorted(spans)
+    seen = all(math.isfinite(acquired) for acquired, _ in spans)
+    result.add("each job logged when it got the lock", seen, "", "both", seen)
+    if not seen:
+        result.finish("a job's lock acquisition is not in its log")
+        return result
+    first = min(spans)
     result.add("lock held by job 1, job 2 (s from start)",
                f"[{spans[0][0] - min(first):.1f}, {spans[0][1] - min(first):.1f}], "
                f"[{spans[1][0] - min(first):.1f}, {spans[1][1] - min(first):.1f}]")
@@ -138,17 +147,14 @@ def cpu_mode_lock(lock_dir: Path):
 
 def lock_job(args: argparse.Namespace) -> None:
     """One job of (e): recover a volume holding the GPU lock; report when the lock was held."""
-    import os
+    import h5py
+    import torch
 
     from resrecover.methods.infer import recover_volume
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ["RESRECOVER_LOCK_DIR"] = str(args.lock_dir)
     inference_config = json.loads(args.inference)
-    import importlib
-
-    import torch
-
     importlib.import_module("resrecover.methods.modelio")  # loaded before the start, as torch is
     if args.mode == "gpu":
         torch.cuda.init()
@@ -169,8 +175,6 @@ def lock_job(args: argparse.Namespace) -> None:
                 run = recover_volume(args.weights, args.settings, args.input, args.output, inference_config,
                                      device=device, progress=False)
     report.update(released=time.time(), messages=[m for _, _, m in records.records], batch=run.batch_size)
-    import h5py
-
     with h5py.File(args.output, "r") as fh:
         report["device"] = str(fh.attrs.get("device"))
     Path(args.report).write_text(json.dumps(report))

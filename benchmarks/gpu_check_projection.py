@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from benchmarks.gpu_check_common import PAPER_CONFIG, ROOT, CheckResult, WorkerContext, load_part, save_part
+from benchmarks.gpu_check_common import PAPER_CONFIG, ROOT, TITLES, CheckResult, WorkerContext, load_part, save_part
 from benchmarks.gpu_check_workflow import paper_plan, uses_gpu
 
 GOAL_S = 2 * 3600
@@ -124,7 +124,7 @@ def check_projection(ctx: WorkerContext, site: Path | None = None) -> CheckResul
     """(f) Projected wall time of the paper preset on one GPU of this kind, against ≤ 2 h on one H100."""
     from resrecover.config import load_config
 
-    result = CheckResult("f", "Paper preset on one GPU: projected wall time against the goal of ≤ 2 h on one H100")
+    result = CheckResult("f", TITLES["f"])
     paper = load_config(PAPER_CONFIG)
     rates = measured_rates(ctx.out)
     jobs = paper_plan(ctx, site)

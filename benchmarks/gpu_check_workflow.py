@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from benchmarks.gpu_check_common import (
     PAPER_CONFIG,
     ROOT,
     TEST_CONFIG,
+    TITLES,
     CheckResult,
     WorkerContext,
     save_part,
@@ -52,10 +54,19 @@ def snakemake_command(*args) -> list[str]:
 
 
 def run_snakemake(args, log_path: Path, timeout_s: float, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run Snakemake from the repository root; stdout and stderr go (merged) to ``log_path`` and are returned."""
+    """Run Snakemake from the repository root; stdout and stderr go (merged) to ``log_path`` and are returned.
+
+    At ``timeout_s`` Snakemake and its running jobs (one process group) are killed and TimeoutError raised.
+    """
     with open(log_path, "w") as fh:
-        proc = subprocess.run(snakemake_command(*args), cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                              timeout=max(1.0, timeout_s), env=env)
+        proc = subprocess.Popen(snakemake_command(*args), cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=max(1.0, timeout_s))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise TimeoutError(f"snakemake stopped after {timeout_s:.0f} s; see {log_path}") from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, log_path.read_text(), "")
 
 
@@ -266,7 +277,7 @@ def keep_gpu_job_logs(ctx: WorkerContext, run_dir: Path, gpu_jobs: list[dict]) -
 
 def check_workflow(ctx: WorkerContext, site: Path | None = None) -> CheckResult:
     """(b) The test preset through Snakemake from prepared CT inputs: every GPU rule on the device, outputs right."""
-    result = CheckResult("b", "The test preset through Snakemake (--resources gpu=1) from CT inputs made on a CPU")
+    result = CheckResult("b", TITLES["b"])
     env = job_environment(site, ctx.scratch("b") / "locks")
     ct_root = find_ct_inputs(ctx, env)
     run_dir, jobs = run_test_preset(ctx, ct_root, env, result)
@@ -348,7 +359,7 @@ def prepare(folder: Path, wheels_only: bool = False, python_version: str | None 
         shutil.rmtree(folder / "ct", ignore_errors=True)
         make_ct_inputs(folder / "ct", scratch, 3600, env)
         ctx.deadline = time.time() + 3600
-        result = CheckResult("b", "CPU reference run")
+        result = CheckResult("b", TITLES["b"])
         run_dir, _ = run_test_preset(ctx, folder / "ct", env, result)
         if result.rows[-1]["ok"] is not True:
             raise RuntimeError(f"the CPU reference run failed; see {ctx.out / 'logs' / 'b_snakemake.log'}")

@@ -103,7 +103,7 @@ def _check_cross_keys(config: dict) -> None:
             f"realizations: {seeds} reuse a seed; expected a different seed for each realization "
             "(the same seed gives the same foam, and a setting chosen on it would be chosen on the data it is reported on)"
         )
-    for network in ("deepnet", "srcnn"):
+    for network in ("deepnet", "srcnn", "rl"):
         for entry in config[network]["sigma_overrides"]:
             if not any(abs(entry["sigma_um"] - s) < 1e-9 for s in config["scan"]["sigmas_um"]):
                 raise ConfigError(
@@ -172,6 +172,14 @@ def sigma_tag(sigma_um: float) -> str:
 def all_sigmas(config: dict) -> list[float]:
     """Target blur first, then the low-resolution levels."""
     return [config["scan"]["target_sigma_um"], *config["scan"]["sigmas_um"]]
+
+
+def rl_iterations(config: dict, sigma_um: float) -> int:
+    """Richardson-Lucy's iterations at σ: ``rl.iterations``, or its ``rl.sigma_overrides`` entry for σ."""
+    for entry in config["rl"]["sigma_overrides"]:
+        if abs(float(entry["sigma_um"]) - float(sigma_um)) < 1e-9:
+            return int(entry["iterations"])
+    return int(config["rl"]["iterations"])
 
 
 def training_seed(master_seed: int, network: str, sigma_um: float, member: int = 0) -> int:

@@ -37,6 +37,10 @@ rule learning_curves_table:
             sigma=TUNING["sigmas"],
             settings=TUNING["settings"],
         ),
+        expand(
+            "results/learning_curves/rl/sigma{sigma}/chosen.csv",
+            sigma=TUNING["sigmas"] if "rl" in METHODS else [],
+        ),
     output:
         report(
             "results/tables/learning_curves.csv",
@@ -73,3 +77,26 @@ rule learning_curves:
     input:
         "results/tables/learning_curves.csv",
         expand("results/figures/fig11_learning_curves.{ext}", ext=["png", "pdf"]),
+
+
+rule rl_learning_curve:
+    input:
+        validation="results/recon/validation/sigma{sigma}.h5",
+        validation_ground_truth="results/recon/validation/ground_truth.h5",
+        validation_labels="results/labels/ground_truth/validation.h5",
+        validation_pores="results/pores/ground_truth/validation.csv",
+    output:
+        "results/learning_curves/rl/sigma{sigma}/chosen.csv",
+    log:
+        "logs/learning_curve/rl/sigma{sigma}.log",
+    benchmark:
+        "results/benchmarks/learning_curve/rl/sigma{sigma}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=120,
+    script:
+        "../scripts/rl_learning_curve.py"
