@@ -31,7 +31,7 @@ demo: $(STAMP)
 # How the quick preset's training budgets were chosen: learning curves on the validation realization
 # (results/tables/learning_curves.csv, results/figures/fig11_learning_curves.png); ~25 min on 2 cores.
 learning-curves: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile config/quick.yaml learning_curves
+	$(BIN)/snakemake learning_curves --cores $(CORES) --configfile config/quick.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rfEs --durations=10

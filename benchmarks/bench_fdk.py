@@ -37,7 +37,7 @@ SMOKE = {"n": 48, "voxel_size_um": 10.67, "n_views": 48}
 
 
 def _opts(options):
-    return {**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    return harness.merged_options(DEFAULTS, options)
 
 
 def _geometry(o):
@@ -50,15 +50,15 @@ def prepare(workdir: Path, options: dict) -> Path:
     import numpy as np
 
     o = _opts(options)
-    path = Path(workdir) / f"fdk_projections_{o['n']}_{o['n_views']}views.npy"
-    if path.exists():
-        return path
-    from resrecover.ct import forward_project
 
-    foam = np.load(harness.cached_foam(workdir, n=o["n"], voxel_size_um=o["voxel_size_um"]))
-    projections = forward_project(foam, _geometry(o), backend="rtk", threads=harness.usable_cores())
-    harness.save_array(path, projections.astype(np.float32))
-    return path
+    def make():
+        from resrecover.ct import forward_project
+
+        foam = np.load(harness.cached_foam(workdir, n=o["n"], voxel_size_um=o["voxel_size_um"]))
+        projections = forward_project(foam, _geometry(o), backend="rtk", threads=harness.usable_cores())
+        return projections.astype(np.float32)
+
+    return harness.cached_array(Path(workdir) / f"fdk_projections_{o['n']}_{o['n_views']}views.npy", make)
 
 
 def _side(workdir: Path, options: dict, backend: str) -> dict:
@@ -160,5 +160,4 @@ def run(workdir: Path, options: dict | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    if not harness.worker_cli(SIDES):
-        harness.standalone(run, __doc__.splitlines()[0])
+    harness.main(SIDES, run, __doc__)

@@ -45,7 +45,7 @@ SMOKE = {"budget_gb": 0.045, "slice_px": 256, "volume_factor": 0.2}
 
 
 def _opts(options):
-    return {**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    return harness.merged_options(DEFAULTS, options)
 
 
 def _shape(o) -> tuple[int, int, int]:
@@ -108,11 +108,7 @@ def _imports():
 def side_ours(workdir: Path, options: dict) -> dict:
     from resrecover.methods.infer import recover_volume
 
-    o = _opts(options)
-    paths = prepare(workdir, o)
-    _imports()
-    baseline = harness.current_rss_mb()
-    out = Path(workdir) / "ooc_out_ours.h5"
+    o, paths, baseline, out = _setup(workdir, options, "ooc_out_ours.h5")
     runs = []
 
     def call(source=paths["input"]):
@@ -121,6 +117,20 @@ def side_ours(workdir: Path, options: dict) -> dict:
         runs.append(run)
         return run
 
+    return _timed_run(call, paths, baseline)
+
+
+def _setup(workdir: Path, options: dict, out_name: str):
+    """A side's options, prepared inputs, RSS after the imports (the baseline) and output path."""
+    o = _opts(options)
+    paths = prepare(workdir, o)
+    _imports()
+    baseline = harness.current_rss_mb()
+    return o, paths, baseline, Path(workdir) / out_name
+
+
+def _timed_run(call, paths: dict, baseline: float) -> dict:
+    """One timed ``call()`` after a warm-up on the small file, with the tiling run's sizes."""
     timing = harness.measure(call, repeats=1, warmup=lambda: call(paths["small"]))
     run = timing.pop("result")
     timing.update(
@@ -139,11 +149,7 @@ def side_peer(workdir: Path, options: dict) -> dict:
     from resrecover.methods.modelio import load_model
     from resrecover.methods.tiling import predict_volume_25d
 
-    o = _opts(options)
-    paths = prepare(workdir, o)
-    _imports()
-    baseline = harness.current_rss_mb()
-    out = Path(workdir) / "ooc_out_peer.h5"
+    o, paths, baseline, out = _setup(workdir, options, "ooc_out_peer.h5")
     inf = o["inference"]
     arch = o["architecture"]
 
@@ -158,12 +164,7 @@ def side_peer(workdir: Path, options: dict) -> dict:
         write_volume(out, run.output, float(attrs["voxel_size_um"]))
         return run
 
-    timing = harness.measure(call, repeats=1, warmup=lambda: call(paths["small"]))
-    run = timing.pop("result")
-    timing.update(baseline_rss_mb=round(baseline, 1), slab_slices=run.slab_slices,
-                  tiling_buffers_mb=round(run.memory_bytes / 2**20, 1), n_windows=run.n_tiles,
-                  batch_size=run.batch_size)
-    return timing
+    return _timed_run(call, paths, baseline)
 
 
 SIDES = {"ours": side_ours, "peer": side_peer}
@@ -183,28 +184,21 @@ def _max_diff(a_path: Path, b_path: Path) -> float:
 
 def run(workdir: Path, options: dict | None = None) -> dict:
     o = _opts(options)
-    workdir = Path(workdir)
-    prepare(workdir, o)
-    sides = harness.run_pair(__file__, workdir, o, rounds=1)  # memory is the target: one run each
-    ours, peer = sides["ours"], sides["peer"]
+    # memory is the target: one run each
+    workdir, ours, peer = harness.prepare_and_run_pair(__file__, workdir, o, prepare, rounds=1)
     shape = _shape(o)
     volume_mb = math.prod(shape) * 4 / 2**20
     budget_mb = o["budget_gb"] * 1e9 / 2**20
-    row = {
-        "name": NAME,
-        "title": TITLE,
-        "sizes": f"{'×'.join(map(str, shape))} float32 HDF5 = {volume_mb:.0f} MB, budget max_memory_gb={o['budget_gb']:g} "
+    row = harness.result_row(
+        NAME, TITLE, ours, peer,
+        sizes=f"{'×'.join(map(str, shape))} float32 HDF5 = {volume_mb:.0f} MB, budget max_memory_gb={o['budget_gb']:g} "
         f"({budget_mb:.0f} MB); DeepNet {o['architecture']}",
-        "ours_label": f"resrecover.methods.infer.recover_volume(..., max_memory_gb={o['budget_gb']:g})",
-        "peer_label": "in memory: read_volume → predict_volume_25d on the array → write_volume",
-        "ours": ours,
-        "peer": peer,
-        "ratio": harness.ratio(peer, ours),
-        "target": "peak RSS ≤ budget",
-        "notes": [],
-    }
-    if "error" in ours or "error" in peer:
-        row["check"], row["met"] = "not compared (a side failed)", False
+        ours_label=f"resrecover.methods.infer.recover_volume(..., max_memory_gb={o['budget_gb']:g})",
+        peer_label="in memory: read_volume → predict_volume_25d on the array → write_volume",
+        target="peak RSS ≤ budget",
+        notes=[],
+    )
+    if harness.side_failed(row, ours, peer):
         return row
     diff = _max_diff(workdir / "ooc_out_ours.h5", workdir / "ooc_out_peer.h5")
     for f in ("ooc_out_ours.h5", "ooc_out_peer.h5"):
@@ -232,5 +226,4 @@ def run(workdir: Path, options: dict | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    if not harness.worker_cli(SIDES):
-        harness.standalone(run, __doc__.splitlines()[0])
+    harness.main(SIDES, run, __doc__)

@@ -32,7 +32,7 @@ SMOKE = {"n": 64, "voxel_size_um": 8.0}
 
 
 def _opts(options):
-    return {**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    return harness.merged_options(DEFAULTS, options)
 
 
 def prepare(workdir: Path, options: dict) -> Path:
@@ -42,14 +42,13 @@ def prepare(workdir: Path, options: dict) -> Path:
     from resrecover.masks import cylinder_mask
 
     o = _opts(options)
-    path = Path(workdir) / f"pores_labels_{o['n']}_{o['voxel_size_um']:g}um.npy"
-    if path.exists():
-        return path
-    foam = np.load(harness.cached_foam(workdir, n=o["n"], voxel_size_um=o["voxel_size_um"]))
-    mask = cylinder_mask(foam.shape, harness.paper_foam()["cylinder_radius_um"], o["voxel_size_um"])
-    labels = segment_pores(foam, mask, o["voxel_size_um"])
-    harness.save_array(path, labels.astype(np.int32))
-    return path
+
+    def make():
+        foam = np.load(harness.cached_foam(workdir, n=o["n"], voxel_size_um=o["voxel_size_um"]))
+        mask = cylinder_mask(foam.shape, harness.paper_foam()["cylinder_radius_um"], o["voxel_size_um"])
+        return segment_pores(foam, mask, o["voxel_size_um"]).astype(np.int32)
+
+    return harness.cached_array(Path(workdir) / f"pores_labels_{o['n']}_{o['voxel_size_um']:g}um.npy", make)
 
 
 def side_ours(workdir: Path, options: dict) -> dict:
@@ -59,17 +58,21 @@ def side_ours(workdir: Path, options: dict) -> dict:
 
     o = _opts(options)
     labels = np.load(prepare(workdir, o))
-    baseline = harness.current_rss_mb()
     vs = o["voxel_size_um"]
+    return _timed_table(workdir, o, labels, lambda part: pore_table(part, vs), "pores_out_ours.csv")
+
+
+def _timed_table(workdir: Path, o: dict, labels, table_of, out_name: str) -> dict:
+    """Time ``table_of(labels)`` (warm-up on a 48-slice slab), save the table, count its pores."""
+    baseline = harness.current_rss_mb()
     small = labels[:48]
     timing = harness.measure(
-        lambda: pore_table(labels, vs),
+        lambda: table_of(labels),
         repeats=o["repeats"],
-        warmup=lambda: pore_table(small, vs),
+        warmup=lambda: table_of(small),
     )
     table = timing["result"]
-    out = Path(workdir) / "pores_out_ours.csv"
-    table.to_csv(out, index=False)
+    table.to_csv(Path(workdir) / out_name, index=False)
     timing["n_pores"] = int(len(table))
     timing["baseline_rss_mb"] = round(baseline, 1)
     return timing
@@ -100,18 +103,7 @@ def side_peer(workdir: Path, options: dict) -> dict:
 
     o = _opts(options)
     labels = np.load(prepare(workdir, o))
-    baseline = harness.current_rss_mb()
-    small = labels[:48]
-    timing = harness.measure(
-        lambda: _porespy_table(labels),
-        repeats=o["repeats"],
-        warmup=lambda: _porespy_table(small),
-    )
-    table = timing["result"]
-    table.to_csv(Path(workdir) / "pores_out_peer.csv", index=False)
-    timing["n_pores"] = int(len(table))
-    timing["baseline_rss_mb"] = round(baseline, 1)
-    return timing
+    return _timed_table(workdir, o, labels, _porespy_table, "pores_out_peer.csv")
 
 
 def side_profile(workdir: Path, options: dict) -> dict:
@@ -191,8 +183,7 @@ def compare(workdir: Path, options: dict) -> dict:
     import pandas as pd
 
     o = _opts(options)
-    ours = pd.read_csv(Path(workdir) / "pores_out_ours.csv")
-    peer = pd.read_csv(Path(workdir) / "pores_out_peer.csv")
+    ours, peer = (pd.read_csv(Path(workdir) / f"pores_out_{side}.csv") for side in ("ours", "peer"))
     merged = ours.merge(peer, on="label", how="inner")
     vs = o["voxel_size_um"]
     vol_diff = np.abs(merged["volume_um3"] / vs**3 - merged["volume_vox"]).max() if len(merged) else np.nan
@@ -214,25 +205,17 @@ def compare(workdir: Path, options: dict) -> dict:
 
 def run(workdir: Path, options: dict | None = None) -> dict:
     o = _opts(options)
-    workdir = Path(workdir)
-    prepare(workdir, o)
-    sides = harness.run_pair(__file__, workdir, o, rounds=o["repeats"], budget_s=o["budget_s"])
-    ours, peer = sides["ours"], sides["peer"]
-    row = {
-        "name": NAME,
-        "title": TITLE,
-        "sizes": f"{o['n']}³ int32 labels of the paper foam at {o['voxel_size_um']:g} µm "
+    workdir, ours, peer = harness.prepare_and_run_pair(__file__, workdir, o, prepare)
+    row = harness.result_row(
+        NAME, TITLE, ours, peer,
+        sizes=f"{o['n']}³ int32 labels of the paper foam at {o['voxel_size_um']:g} µm "
         f"({ours.get('n_pores', '?')} pores after the edge kill)",
-        "ours_label": "resrecover.evaluate.pores.pore_table",
-        "peer_label": "porespy.metrics.regionprops_3D (volume, centroid, surface_area, sphericity of every region)",
-        "ours": ours,
-        "peer": peer,
-        "ratio": harness.ratio(peer, ours),
-        "target": "≥ 5× faster, same count, sphericity difference reported",
-        "notes": [],
-    }
-    if "error" in ours or "error" in peer:
-        row["check"], row["met"] = "not compared (a side failed)", False
+        ours_label="resrecover.evaluate.pores.pore_table",
+        peer_label="porespy.metrics.regionprops_3D (volume, centroid, surface_area, sphericity of every region)",
+        target="≥ 5× faster, same count, sphericity difference reported",
+        notes=[],
+    )
+    if harness.side_failed(row, ours, peer):
         return row
     c = compare(workdir, o)
     row["check_values"] = c
@@ -247,9 +230,7 @@ def run(workdir: Path, options: dict | None = None) -> dict:
         f"count {c['n_ours']} = {c['n_peer']}" if same_count else f"count {c['n_ours']} ≠ {c['n_peer']}"
     ) + f", sphericity {c['sphericity_mean_ours']:.3f} vs {c['sphericity_mean_peer']:.3f}"
     row["met"] = bool(row["ratio"] is not None and row["ratio"] >= 5.0 and same_count and c["max_volume_diff_voxels"] == 0)
-    if not row["met"]:
-        prof = harness.run_side(__file__, "profile", workdir, o)
-        row["profile"] = prof.get("profile") or prof.get("error")
+    harness.profile_unless_met(__file__, workdir, o, row)
     row["notes"].append(
         "porespy meshes the region convolved with a radius-1 ball at level 0 (the mesh lies outside the "
         "voxels, inflating the area); ours meshes the mask smoothed by a 0.7-voxel Gaussian at level 0.5 and "
@@ -259,5 +240,4 @@ def run(workdir: Path, options: dict | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    if not harness.worker_cli(SIDES):
-        harness.standalone(run, __doc__.splitlines()[0])
+    harness.main(SIDES, run, __doc__)

@@ -32,7 +32,7 @@ DEFAULTS = {"cores": 2, "timeout_s": 3000, "quick_results": None, "target_s": 20
 
 
 def _opts(options):
-    return {**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    return harness.merged_options(DEFAULTS, options)
 
 
 def run_workflow(scratch: Path, cores: int, timeout_s: float) -> dict:

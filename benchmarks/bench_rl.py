@@ -45,7 +45,7 @@ SMOKE = {"n": 48, "iterations": 3, "interior_margin": 8}
 
 
 def _opts(options: dict | None) -> dict:
-    return {**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    return harness.merged_options(DEFAULTS, options)
 
 
 def prepare(workdir: Path, options: dict) -> Path:
@@ -54,15 +54,15 @@ def prepare(workdir: Path, options: dict) -> Path:
     from scipy import ndimage as ndi
 
     o = _opts(options)
-    path = Path(workdir) / f"rl_input_{o['n']}_s{o['sigma_vox']:g}_noise{o['noise']:g}.npy"
-    if path.exists():
-        return path
-    foam = np.load(harness.cached_foam(workdir, n=o["n"], voxel_size_um=1.0))
-    blurred = ndi.gaussian_filter(foam, o["sigma_vox"], truncate=4.0, mode="reflect")
-    rng = np.random.default_rng(11)
-    blurred += rng.normal(0.0, o["noise"], blurred.shape).astype(np.float32)
-    harness.save_array(path, blurred.astype(np.float32))
-    return path
+
+    def make():
+        foam = np.load(harness.cached_foam(workdir, n=o["n"], voxel_size_um=1.0))
+        blurred = ndi.gaussian_filter(foam, o["sigma_vox"], truncate=4.0, mode="reflect")
+        rng = np.random.default_rng(11)
+        blurred += rng.normal(0.0, o["noise"], blurred.shape).astype(np.float32)
+        return blurred.astype(np.float32)
+
+    return harness.cached_array(Path(workdir) / f"rl_input_{o['n']}_s{o['sigma_vox']:g}_noise{o['noise']:g}.npy", make)
 
 
 def _padding(shape, sigma_vox):
@@ -90,7 +90,12 @@ def side_ours(workdir: Path, options: dict) -> dict:
         repeats=o["repeats"],
         warmup=lambda: call(volume, 1),
     )
-    harness.save_array(Path(workdir) / "rl_out_ours.npy", timing["result"])
+    return _saved(workdir, "rl_out_ours.npy", timing, baseline, cores)
+
+
+def _saved(workdir: Path, name: str, timing: dict, baseline: float, cores: int) -> dict:
+    """Save a side's output for the comparison; add its baseline RSS and thread count to its timing."""
+    harness.save_array(Path(workdir) / name, timing["result"])
     timing["baseline_rss_mb"] = round(baseline, 1)
     timing["threads"] = cores
     return timing
@@ -119,10 +124,7 @@ def side_peer(workdir: Path, options: dict) -> dict:
         return np.ascontiguousarray(result[crop], dtype=np.float32)
 
     timing = harness.measure(call, repeats=o["repeats"], warmup=lambda: call(1))
-    harness.save_array(Path(workdir) / "rl_out_peer.npy", timing["result"])
-    timing["baseline_rss_mb"] = round(baseline, 1)
-    timing["threads"] = cores
-    return timing
+    return _saved(workdir, "rl_out_peer.npy", timing, baseline, cores)
 
 
 def side_profile(workdir: Path, options: dict) -> dict:
@@ -195,10 +197,7 @@ def compare(workdir: Path, options: dict) -> dict:
 
 def run(workdir: Path, options: dict | None = None) -> dict:
     o = _opts(options)
-    workdir = Path(workdir)
-    prepare(workdir, o)
-    sides = harness.run_pair(__file__, workdir, o, rounds=o["repeats"], budget_s=o["budget_s"])
-    ours, peer = sides["ours"], sides["peer"]
+    workdir, ours, peer = harness.prepare_and_run_pair(__file__, workdir, o, prepare)
     row = {
         "name": NAME,
         "title": TITLE,
@@ -213,9 +212,7 @@ def run(workdir: Path, options: dict | None = None) -> dict:
     }
     speedup = harness.ratio(peer, ours)
     row["ratio"] = speedup
-    if "error" in ours or "error" in peer:
-        row["check"] = "not compared (a side failed)"
-        row["met"] = False
+    if harness.side_failed(row, ours, peer):
         return row
     check = compare(workdir, o)
     row["check_values"] = check
@@ -230,9 +227,7 @@ def run(workdir: Path, options: dict | None = None) -> dict:
                           f"{check['max_rel_diff']:.1e} at the faces")
     equal = check["interior_max_rel_diff"] <= 1e-3
     row["met"] = bool(speedup is not None and speedup >= 3.0 and equal)
-    if not row["met"]:
-        prof = harness.run_side(__file__, "profile", workdir, o)
-        row["profile"] = prof.get("profile") or prof.get("error")
+    harness.profile_unless_met(__file__, workdir, o, row)
     row["notes"].append(
         "Boundary: ours convolves circularly over the reflect-padded block, scikit-image linearly with zeros "
         "beyond it, so the two differ in a band near the faces; equality is judged on the interior."
@@ -244,5 +239,4 @@ def run(workdir: Path, options: dict | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    if not harness.worker_cli(SIDES):
-        harness.standalone(run, __doc__.splitlines()[0])
+    harness.main(SIDES, run, __doc__)

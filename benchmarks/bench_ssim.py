@@ -24,7 +24,7 @@ SMOKE = {"n": 48}
 
 
 def _opts(options):
-    return {**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    return harness.merged_options(DEFAULTS, options)
 
 
 def prepare(workdir: Path, options: dict) -> tuple[Path, Path]:
@@ -87,25 +87,17 @@ SIDES = {"ours": side_ours, "peer": side_peer}
 
 def run(workdir: Path, options: dict | None = None) -> dict:
     o = _opts(options)
-    workdir = Path(workdir)
-    prepare(workdir, o)
-    sides = harness.run_pair(__file__, workdir, o, rounds=o["repeats"], budget_s=o["budget_s"])
-    ours, peer = sides["ours"], sides["peer"]
-    row = {
-        "name": NAME,
-        "title": TITLE,
-        "sizes": f"{o['n']}³ float32 pair (foam at 1 µm vs its blurred, noisy version), uniform {o['window_px']}³ window",
-        "ours_label": "resrecover.evaluate.metrics.ssim_3d",
-        "peer_label": f"skimage.metrics.structural_similarity (win_size={o['window_px']}, data_range=1, defaults)",
-        "ours": ours,
-        "peer": peer,
-        "ratio": harness.ratio(peer, ours),
-        "target": "≥ 5× faster, equal within 1e-4",
-        "notes": ["scikit-image's SSIM is single-threaded (ndimage filters); ours is too (numpy), so the "
-                  "ratio is one core against one core."],
-    }
-    if "error" in ours or "error" in peer:
-        row["check"], row["met"] = "not compared (a side failed)", False
+    workdir, ours, peer = harness.prepare_and_run_pair(__file__, workdir, o, prepare)
+    row = harness.result_row(
+        NAME, TITLE, ours, peer,
+        sizes=f"{o['n']}³ float32 pair (foam at 1 µm vs its blurred, noisy version), uniform {o['window_px']}³ window",
+        ours_label="resrecover.evaluate.metrics.ssim_3d",
+        peer_label=f"skimage.metrics.structural_similarity (win_size={o['window_px']}, data_range=1, defaults)",
+        target="≥ 5× faster, equal within 1e-4",
+        notes=["scikit-image's SSIM is single-threaded (ndimage filters); ours is too (numpy), so the "
+               "ratio is one core against one core."],
+    )
+    if harness.side_failed(row, ours, peer):
         return row
     diff = abs(ours["value"] - peer["value"])
     row["check"] = f"ours {ours['value']:.7f}, peer {peer['value']:.7f}, |diff| {diff:.1e}"
@@ -115,5 +107,4 @@ def run(workdir: Path, options: dict | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    if not harness.worker_cli(SIDES):
-        harness.standalone(run, __doc__.splitlines()[0])
+    harness.main(SIDES, run, __doc__)

@@ -51,7 +51,7 @@ SMOKE = {"shape": [12, 256, 256], "deepnet_slices": 8}
 
 
 def _opts(options):
-    return {**DEFAULTS, **{k: v for k, v in (options or {}).items() if v is not None}}
+    return harness.merged_options(DEFAULTS, options)
 
 
 def prepare(workdir: Path, options: dict) -> Path:

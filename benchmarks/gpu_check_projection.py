@@ -27,7 +27,8 @@ MODEL_NOTE = (
     f"Model: GPU jobs (rules with gpu=1 in a dry run of config/config.yaml) run one after another: a training "
     f"job takes its iterations (training_settings for its network and σ) at (a)'s rate in the configured "
     f"precision, a recovery the volume's voxels at (d)'s rate, Richardson-Lucy (c)'s device time scaled by "
-    f"voxels × iterations; each GPU job adds {GPU_JOB_OVERHEAD_S:.0f} s (start, imports, CUDA context, I/O). "
+    f"voxels × iterations; each GPU job adds {GPU_JOB_OVERHEAD_S:.0f} s (start, imports, CUDA context, I/O); a "
+    f"σ override that changes the network (e.g. more slices) is projected at the measured default network's rate. "
     f"The simulation (no GPU there: RTK on the CPU) is its voxel-views (clean projections, one FDK per σ and "
     f"the target, ground-truth projections and FDK) at the RTK rate of benchmarks/results.json (fdk row, "
     f"development machine) per thread × {CPU_CORES} threads; the other CPU rules are the quick preset's "
@@ -100,23 +101,38 @@ def measured_rates(out: Path) -> dict:
     }
 
 
+def training_rate(rates: dict, network: str, settings: dict) -> float:
+    """(a)'s iterations per second for the network's configured precision (and NHWC option, where measured)."""
+    measured = rates["train_it_per_s"][network]
+    precision = settings.get("precision", "float32")
+    nhwc = f"{precision}+channels_last"
+    return measured[nhwc] if settings.get("channels_last") and nhwc in measured else measured[precision]
+
+
+def rl_job_iterations(paper: dict, sigma: float | None) -> int:
+    """Richardson-Lucy's iterations for a job at σ (the config's per-σ overrides where it has them)."""
+    try:
+        from resrecover.config import rl_iterations
+    except ImportError:
+        return int(paper["rl"]["iterations"])
+    return int(rl_iterations(paper, sigma)) if sigma is not None else int(paper["rl"]["iterations"])
+
+
 def gpu_job_seconds(job: dict, paper: dict, rates: dict) -> float | None:
     """Projected seconds of one GPU job of the paper preset; None for a rule the model does not cover."""
     from resrecover.methods.training import training_settings
 
     rule, wildcards = job["rule"], job["wildcards"]
     network = wildcards.get("network") or wildcards.get("pair_method") or wildcards.get("method")
+    sigma = float(wildcards["sigma"]) if "sigma" in wildcards else None
     voxels = math.prod(paper["volume_shape"])
     if "train" in rule and network in rates["train_it_per_s"]:
-        sigma = float(wildcards["sigma"]) if "sigma" in wildcards else None
         settings = training_settings(paper, network, sigma)
-        precision = settings.get("precision", "float32")
-        return int(settings["iterations"]) / rates["train_it_per_s"][network][precision] + GPU_JOB_OVERHEAD_S
+        return int(settings["iterations"]) / training_rate(rates, network, settings) + GPU_JOB_OVERHEAD_S
     if "recover" in rule and network in rates["infer_voxels_per_s"]:
         return voxels / rates["infer_voxels_per_s"][network] + GPU_JOB_OVERHEAD_S
     if rule == "richardson_lucy":
-        iterations = int(paper["rl"]["iterations"])
-        return voxels * iterations * rates["rl_s_per_voxel_iteration"] + GPU_JOB_OVERHEAD_S
+        return voxels * rl_job_iterations(paper, sigma) * rates["rl_s_per_voxel_iteration"] + GPU_JOB_OVERHEAD_S
     return None
 
 

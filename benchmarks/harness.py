@@ -523,3 +523,64 @@ def save_array(path: Path, array) -> None:
     tmp = path.with_name(path.stem + ".tmp.npy")
     np.save(tmp, array)
     tmp.rename(path)
+
+
+# ------------------------------------------------------------------------ the scripts' common steps
+def merged_options(defaults: dict, options: dict | None) -> dict:
+    """A bench script's options: its ``DEFAULTS`` overridden by the given values that are not None."""
+    return {**defaults, **{k: v for k, v in (options or {}).items() if v is not None}}
+
+
+def cached_array(path: Path, make: Callable[[], Any]) -> Path:
+    """``path`` when it exists already, else the array ``make()`` saved there (:func:`save_array`)."""
+    path = Path(path)
+    if not path.exists():
+        save_array(path, make())
+    return path
+
+
+def prepare_and_run_pair(
+    script: str | Path, workdir: Path, options: dict, prepare: Callable[[Path, dict], Any], **run_pair_args: Any
+) -> tuple[Path, dict, dict]:
+    """Build the inputs once in the parent, then :func:`run_pair`; returns ``(workdir, ours, peer)``.
+
+    Without ``rounds`` in ``run_pair_args``, the options' ``repeats`` rounds within their ``budget_s``.
+    """
+    workdir = Path(workdir)
+    prepare(workdir, options)
+    if "rounds" not in run_pair_args:
+        run_pair_args.update(rounds=options["repeats"], budget_s=options["budget_s"])
+    sides = run_pair(script, workdir, options, **run_pair_args)
+    return workdir, sides["ours"], sides["peer"]
+
+
+def result_row(name: str, title: str, ours: dict, peer: dict, **fields: Any) -> dict[str, Any]:
+    """A result row: name, title, ``sizes``, the labels, both sides, their :func:`ratio`, then ``fields``'s rest.
+
+    ``fields`` holds ``sizes``, ``ours_label`` and ``peer_label`` (which come first) and e.g.
+    ``target`` and ``notes`` (which follow the sides and the ratio, in the order given).
+    """
+    head = {key: fields.pop(key) for key in ("sizes", "ours_label", "peer_label")}
+    return {"name": name, "title": title, **head, "ours": ours, "peer": peer, "ratio": ratio(peer, ours), **fields}
+
+
+def side_failed(row: dict, ours: dict, peer: dict) -> bool:
+    """Mark ``row`` as not compared (and not met) when a side failed; True then."""
+    if "error" in ours or "error" in peer:
+        row["check"], row["met"] = "not compared (a side failed)", False
+        return True
+    return False
+
+
+def profile_unless_met(script: str | Path, workdir: Path, options: dict, row: dict) -> None:
+    """Where the target is missed, run the script's ``profile`` side and attach its text to ``row``."""
+    if not row["met"]:
+        prof = run_side(script, "profile", workdir, options)
+        row["profile"] = prof.get("profile") or prof.get("error")
+
+
+def main(sides: dict[str, Callable[[Path, dict], dict]], run: Callable[[Path, dict], dict], doc: str,
+         extra_args: Callable | None = None) -> None:
+    """A bench script's ``__main__``: a worker side when asked for one, else :func:`standalone`."""
+    if not worker_cli(sides):
+        standalone(run, doc.splitlines()[0], extra_args)

@@ -19,6 +19,7 @@ from resrecover.figures import FIGURE_NAMES, METHOD_COLORS, METHOD_LABELS, METHO
 from resrecover.figures.data import parse_result_path, parse_sigma
 from resrecover.figures.images import scale_bar_length_um
 from resrecover.figures.plots import sphericity_box
+from resrecover.evaluate.pores import SUMMARY_KEYS
 from resrecover.io import write_volume
 
 CONFIG_PATH = Path(__file__).parent / "config" / "test.yaml"
@@ -179,20 +180,7 @@ def results(tmp_path_factory, config):
         "gaussian_fit_best": (best, ["method", "realization", "sigma_um", "best_blur_sigma_um", "best_fwhm_um", "mse"]),
         "pores_summary": (
             summary,
-            [
-                "method",
-                "realization",
-                "sigma_um",
-                "n_pores",
-                "recovery_pct",
-                "porosity",
-                "porosity_error_pct",
-                "sphericity_mean",
-                "sphericity_std",
-                "n_matched",
-                "n_missed",
-                "n_spurious",
-            ],
+            ["method", "realization", "sigma_um", *SUMMARY_KEYS],
         ),
         "pore_size_histogram": (hist, ["method", "realization", "sigma_um", "bin_start_um", "bin_end_um", "count"]),
     }

@@ -10,17 +10,8 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from resrecover.evaluate.pores import (
-    PORE_COLUMNS,
-    match_pores,
-    pore_table,
-    pores_summary,
-    porosity,
-    read_labels,
-    size_histogram,
-    sphericity,
-    write_labels,
-)
+from resrecover.evaluate.pores import PORE_COLUMNS, match_pores, pore_table, pores_summary, porosity, read_labels
+from resrecover.evaluate.pores import size_histogram, sphericity, write_labels
 from resrecover.evaluate.segmentation import (
     estimate_noise_sigma,
     fill_small_holes,

@@ -350,3 +350,25 @@ def test_srcnn_through_recover_volume_matches_whole_volume_away_from_seams(tmp_p
     assert clean.mean() > 0.2
     np.testing.assert_allclose(tiled[clean], expected[clean], atol=2e-5)
     assert np.sqrt(np.mean((tiled - expected) ** 2)) < 0.2 * np.sqrt(np.mean((expected - volume) ** 2))
+
+
+
+def test_recover_volume_job_passes_the_config_and_provenance_in_order(monkeypatch):
+    """The workflow's adapter (rules recover_network, recover_ensemble_member) calls recover_volume with
+    the job's files, the config's inference block, budget, hash and seed, then the provenance in order."""
+    from types import SimpleNamespace
+
+    from resrecover.config import config_hash, validate_config
+    from resrecover.methods import infer
+
+    config = validate_config({"realizations": {"train": 1, "alternate": 2}})
+    job = SimpleNamespace(input=SimpleNamespace(weights="w", settings="s", volume="in.h5"), output=["out.h5"],
+                          threads=1, wildcards=SimpleNamespace(realization="r0", sigma="5", k="2"))
+    calls = []
+    monkeypatch.setattr(infer, "recover_volume", lambda *args, **kwargs: calls.append((args, kwargs)) or "run")
+    assert infer.recover_volume_job(job, config, ensemble_member=2) == "run"
+    (args, kwargs), = calls
+    assert args == ("w", "s", "in.h5", "out.h5", config["inference"])
+    assert kwargs == {"max_memory_gb": config["compute"]["max_memory_gb"], "config_hash": config_hash(config),
+                      "seed": config["seed"], "realization": "r0", "sigma_um": 5.0, "ensemble_member": 2}
+    assert list(kwargs) == ["max_memory_gb", "config_hash", "seed", "realization", "sigma_um", "ensemble_member"]

@@ -5,21 +5,18 @@ from resrecover.snakemake_support import script_logging, validated_config
 
 with script_logging(snakemake):
     config = validated_config(snakemake)
+    inputs, wildcards = snakemake.input, snakemake.wildcards
+    outputs = ("pores", "labels", "metrics", "gaussian_fit", "fsc", "pores_summary")
     evaluate_volume(
-        snakemake.input.volume,
-        snakemake.input.ground_truth,
-        snakemake.input.ground_truth_labels,
-        snakemake.input.ground_truth_pores,
+        inputs.volume,
+        inputs.ground_truth,
+        inputs.ground_truth_labels,
+        inputs.ground_truth_pores,
         config=config,
-        method=snakemake.wildcards.method,
-        realization=snakemake.wildcards.realization,
-        sigma_um=float(snakemake.wildcards.sigma),
+        method=wildcards.method,
+        realization=wildcards.realization,
+        sigma_um=float(wildcards.sigma),
         denoise=bool(snakemake.params.denoise),
-        pores_path=snakemake.output.pores,
-        labels_path=snakemake.output.labels,
-        metrics_path=snakemake.output.metrics,
-        gaussian_fit_path=snakemake.output.gaussian_fit,
-        fsc_path=snakemake.output.fsc,
-        pores_summary_path=snakemake.output.pores_summary,
+        **{f"{name}_path": getattr(snakemake.output, name) for name in outputs},  # pores_path=output.pores, ...
         workers=snakemake.threads,
     )

@@ -11,16 +11,17 @@ from resrecover.snakemake_support import script_logging, validated_config
 
 with script_logging(snakemake):  # noqa: F821
     config = validated_config(snakemake)  # noqa: F821
+    outputs, params = snakemake.output, snakemake.params  # noqa: F821
     train_pair(
         snakemake.wildcards.pair_method,  # noqa: F821
         snakemake.input.lres,  # noqa: F821
         snakemake.input.hres,  # noqa: F821
         config,
-        out_weights=snakemake.output.weights,  # noqa: F821
-        out_settings=snakemake.output.settings,  # noqa: F821
-        out_log=snakemake.output.train_log,  # noqa: F821
-        checkpoint_dir=Path(snakemake.params.checkpoint_dir),  # noqa: F821
-        seed=int(snakemake.params.seed),  # noqa: F821
-        iterations=snakemake.params.iterations,  # noqa: F821
+        out_weights=outputs.weights,
+        out_settings=outputs.settings,
+        out_log=outputs.train_log,
+        checkpoint_dir=Path(params.checkpoint_dir),
+        seed=int(params.seed),
+        iterations=params.iterations,
         threads=torch_thread_count(config, snakemake.threads),  # noqa: F821
     )

@@ -24,6 +24,7 @@ from scipy.ndimage import gaussian_filter
 from .. import ResrecoverError
 from ..io import InputError, atomic_output, check_free_disk, read_volume, write_volume
 from ..io.hdf5 import provenance
+from ..io.volume import open_hdf5_file
 from . import astra_backend, rtk_backend
 from .astra_backend import BackendError, cuda_available
 from .geometry import ConeBeamGeometry, GeometryError, interleaved_subsets
@@ -139,13 +140,8 @@ def _mean_over_subsets(geometry: ConeBeamGeometry, chunk: int | None, reconstruc
 
 
 def reconstruct_noiseless(
-    volume: np.ndarray,
-    geometry: ConeBeamGeometry,
-    backend: str = "auto",
-    hann_cutoff: float = 0.0,
-    chunk: int | None = None,
-    threads: int | None = None,
-    gpu: int | None = None,
+    volume: np.ndarray, geometry: ConeBeamGeometry, backend: str = "auto", hann_cutoff: float = 0.0,
+    chunk: int | None = None, threads: int | None = None, gpu: int | None = None,
 ) -> np.ndarray:
     """FDK(FP(volume)) without storing the scan: each interleaved subset is projected and reconstructed in turn.
 
@@ -291,12 +287,7 @@ def write_projections(path: str | Path, projections: np.ndarray, geometry: ConeB
 def open_projections(path: str | Path):
     """Open a projection file lazily: yields ``(dataset, geometry, attrs)``; read views by slicing."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: projection file not found")
-    try:
-        fh = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+    fh = open_hdf5_file(path, "projection file")
     try:
         if "projections" not in fh or "geometry" not in fh.attrs or "angles_rad" not in fh:
             raise InputError(
@@ -371,23 +362,25 @@ def job_gpu(backend: str, gpu: int | None = None):
         yield index
 
 
+def _phantom_scan(
+    phantom_path: str | Path, config: dict, backend: str, n_projections_key: str
+) -> tuple[dict, ConeBeamGeometry, str, np.ndarray]:
+    """The ``scan`` block, the geometry of its ``n_projections_key`` views, the backend and the phantom."""
+    scan = config["scan"]
+    geometry = ConeBeamGeometry.from_config(config, n_projections=scan[n_projections_key])
+    backend = select_backend(backend)
+    return scan, geometry, backend, _read_phantom(phantom_path, geometry)
+
+
 def project_phantom_file(
-    phantom_path: str | Path,
-    output_path: str | Path,
-    config: dict,
-    backend: str = "auto",
-    threads: int | None = None,
-    gpu: int | None = None,
-    **attrs: Any,
+    phantom_path: str | Path, output_path: str | Path, config: dict, backend: str = "auto",
+    threads: int | None = None, gpu: int | None = None, **attrs: Any,
 ) -> ConeBeamGeometry:
     """Clean line integrals of a phantom at ``scan.n_projections`` views, streamed to a projection file.
 
     ``threads`` is RTK's thread count, ``gpu`` ASTRA's device (default: a free GPU, see :func:`job_gpu`).
     """
-    scan = config["scan"]
-    geometry = ConeBeamGeometry.from_config(config, n_projections=scan["n_projections"])
-    backend = select_backend(backend)
-    volume = _read_phantom(phantom_path, geometry)
+    scan, geometry, backend, volume = _phantom_scan(phantom_path, config, backend, "n_projections")
     log.info(
         "forward projection: backend %s, %d views of %d×%d px (pitch %.3g µm, M %.3g), volume %s",
         backend,
@@ -410,14 +403,8 @@ def project_phantom_file(
 
 
 def degrade_scan_file(
-    clean_path: str | Path,
-    output_path: str | Path,
-    sigma_um: float,
-    seed: int,
-    photons_per_pixel: float | None,
-    attenuation_per_um: float,
-    chunk: int | None = None,
-    **attrs: Any,
+    clean_path: str | Path, output_path: str | Path, sigma_um: float, seed: int,
+    photons_per_pixel: float | None, attenuation_per_um: float, chunk: int | None = None, **attrs: Any,
 ) -> None:
     """Blurred, noisy projections (:func:`degrade_projections`) of a clean projection file."""
     t0 = time.perf_counter()
@@ -481,23 +468,15 @@ def fdk_file(
 
 
 def ground_truth_file(
-    phantom_path: str | Path,
-    output_path: str | Path,
-    config: dict,
-    backend: str = "auto",
-    threads: int | None = None,
-    gpu: int | None = None,
-    **attrs: Any,
+    phantom_path: str | Path, output_path: str | Path, config: dict, backend: str = "auto",
+    threads: int | None = None, gpu: int | None = None, **attrs: Any,
 ) -> None:
     """FDK of the noiseless, unblurred ``scan.n_projections_ground_truth``-view scan of a phantom.
 
     Each interleaved subset of ``scan.projection_chunk`` views is projected and reconstructed in
     turn (:func:`reconstruct_noiseless`): the scan is never stored.
     """
-    scan = config["scan"]
-    geometry = ConeBeamGeometry.from_config(config, n_projections=scan["n_projections_ground_truth"])
-    backend = select_backend(backend)
-    volume = _read_phantom(phantom_path, geometry)
+    scan, geometry, backend, volume = _phantom_scan(phantom_path, config, backend, "n_projections_ground_truth")
     subsets = interleaved_subsets(geometry.n_angles, scan["projection_chunk"])
     log.info(
         "ground truth: backend %s, %d views in %d interleaved subsets of %d, detector %d×%d",

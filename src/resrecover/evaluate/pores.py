@@ -497,15 +497,12 @@ def write_labels(path: str | Path, labels: np.ndarray, voxel_size_um: float, **a
 
 def read_labels(path: str | Path) -> tuple[np.ndarray, dict]:
     """Read int32 labels written by :func:`write_labels`; returns (labels, attributes)."""
-    import h5py
-
     from ..io import InputError
+    from ..io.volume import open_hdf5_file
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
     try:
-        with h5py.File(path, "r") as fh:
+        with open_hdf5_file(path) as fh:
             if "volume" not in fh:
                 raise InputError(f"{path}: no dataset 'volume'; expected a label volume written by write_labels")
             ds = fh["volume"]

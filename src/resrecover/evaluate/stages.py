@@ -65,6 +65,25 @@ def _keyed(df: pd.DataFrame, method: str, realization: str, sigma_um: float) -> 
     return out
 
 
+def _write_pore_outputs(
+    paths, labels, voxel_size_um: float, table: pd.DataFrame, summary: dict, config: dict, source,
+    method: str, realization: str, key_sigma_um: float, **label_attrs,
+) -> None:
+    """Write a volume's labels, pore table and pores-summary row (``paths``: in this order).
+
+    The labels carry the method, realization, ``label_attrs``, the config hash and the ``source``
+    path as attributes; the table and the row are keyed by method, realization and ``key_sigma_um``.
+    """
+    labels_path, pores_path, summary_path = paths
+    write_labels(
+        labels_path, labels, voxel_size_um, method=method, realization=realization, **label_attrs,
+        config_hash=config_hash(config), source=str(source),
+    )
+    atomic_write_csv(_keyed(table, method, realization, key_sigma_um), pores_path)
+    row = pd.DataFrame([{"method": method, "realization": realization, "sigma_um": key_sigma_um, **summary}])
+    atomic_write_csv(row[PORES_SUMMARY_COLUMNS], summary_path)
+
+
 def _voxel_size(attrs: dict, config: dict, path) -> float:
     voxel_size_um = float(attrs.get("voxel_size_um", config["voxel_size_um"]))
     if not np.isclose(voxel_size_um, config["voxel_size_um"], rtol=1e-6):
@@ -104,18 +123,10 @@ def segment_ground_truth(
     table["matched_gt_label"] = table["label"]
     table["match_iou"] = 1.0
     table["diameter_error_um"] = 0.0
-    write_labels(
-        labels_path,
-        labels,
-        voxel_size_um,
-        method=GROUND_TRUTH,
-        realization=realization,
-        config_hash=config_hash(config),
-        source=str(ground_truth_path),
+    _write_pore_outputs(
+        (labels_path, pores_path, summary_path), labels, voxel_size_um, table, summary, config, ground_truth_path,
+        GROUND_TRUTH, realization, np.nan,
     )
-    atomic_write_csv(_keyed(table, GROUND_TRUTH, realization, np.nan), pores_path)
-    row = pd.DataFrame([{**{"method": GROUND_TRUTH, "realization": realization, "sigma_um": np.nan}, **summary}])
-    atomic_write_csv(row[PORES_SUMMARY_COLUMNS], summary_path)
     log.info(
         "ground truth %s: %d pores, porosity %.4f, sphericity %.3f ± %.3f (%.1f s)",
         realization,
@@ -214,20 +225,10 @@ def evaluate_volume(
     matching = match_pores(labels, gt_labels)
     summary = pores_summary(table, labels, foam, gt_table, porosity(gt_labels, foam), matching)
     table = annotate_matches(table, matching, gt_table)
-    write_labels(
-        labels_path,
-        labels,
-        voxel_size_um,
-        method=method,
-        realization=realization,
-        sigma_um=float(sigma_um),
-        denoise=bool(denoise),
-        config_hash=config_hash(config),
-        source=str(volume_path),
+    _write_pore_outputs(
+        (labels_path, pores_path, pores_summary_path), labels, voxel_size_um, table, summary, config, volume_path,
+        method, realization, float(sigma_um), sigma_um=float(sigma_um), denoise=bool(denoise),
     )
-    atomic_write_csv(_keyed(table, method, realization, sigma_um), pores_path)
-    row = pd.DataFrame([{"method": method, "realization": realization, "sigma_um": float(sigma_um), **summary}])
-    atomic_write_csv(row[PORES_SUMMARY_COLUMNS], pores_summary_path)
     t3 = time.perf_counter()
     rel = matching.pairs["diameter_rel_error"]
     log.info(

@@ -49,14 +49,20 @@ def write_volume(
             set_attrs(fh, attrs)
 
 
-def _open(path: str | Path, dataset: str) -> tuple[h5py.File, h5py.Dataset]:
+def open_hdf5_file(path: str | Path, what: str = "file") -> h5py.File:
+    """``path`` opened read-only; InputError '``{path}: {what} not found``' or 'not a readable HDF5 file'."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path}: file not found")
+        raise InputError(f"{path}: {what} not found")
     try:
-        fh = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+
+
+def _open(path: str | Path, dataset: str) -> tuple[h5py.File, h5py.Dataset]:
+    path = Path(path)
+    fh = open_hdf5_file(path)
     if dataset not in fh:
         names = ", ".join(sorted(fh.keys())) or "none"
         fh.close()

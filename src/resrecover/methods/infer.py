@@ -384,3 +384,33 @@ def recover_volume(
     )
     run.output = Path(output_path)
     return run
+
+
+
+def recover_volume_job(job, config: dict, **provenance) -> TilingRun:
+    """:func:`recover_volume` as a workflow job runs it (rules recover_network, recover_ensemble_member).
+
+    ``job`` is Snakemake's ``snakemake`` object (or any object alike): ``input.weights``,
+    ``input.settings``, ``input.volume``, ``output[0]``, ``threads`` and ``wildcards.realization``,
+    ``wildcards.sigma``. Torch runs on :func:`~resrecover.methods.device.torch_thread_count`
+    threads of the validated ``config``; the budget is ``config['compute']['max_memory_gb']``; the
+    provenance holds the config hash, the seed, the realization and σ, then ``provenance`` (e.g.
+    ``ensemble_member``) in the order given.
+    """
+    from resrecover.config import config_hash
+    from resrecover.methods.device import torch_runtime, torch_thread_count
+
+    with torch_runtime(torch_thread_count(config, job.threads)):
+        return recover_volume(
+            job.input.weights,
+            job.input.settings,
+            job.input.volume,
+            job.output[0],
+            config["inference"],
+            max_memory_gb=config["compute"]["max_memory_gb"],
+            config_hash=config_hash(config),
+            seed=config["seed"],
+            realization=job.wildcards.realization,
+            sigma_um=float(job.wildcards.sigma),
+            **provenance,
+        )

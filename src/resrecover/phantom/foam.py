@@ -514,15 +514,12 @@ def write_phantom(path: str | Path, volume: np.ndarray, spheres_um: np.ndarray, 
 
 def read_spheres(path: str | Path) -> np.ndarray:
     """The (n, 4) float64 sphere table (x_um, y_um, z_um, radius_um) stored with a phantom."""
-    import h5py
-
     from ..io import InputError
+    from ..io.volume import open_hdf5_file
 
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
     try:
-        with h5py.File(path, "r") as fh:
+        with open_hdf5_file(path) as fh:
             if "spheres" not in fh:
                 raise InputError(f"{path}: no dataset 'spheres'; expected a phantom written by write_phantom")
             spheres = np.asarray(fh["spheres"][...], dtype=np.float64)

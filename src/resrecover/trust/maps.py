@@ -136,6 +136,18 @@ def _masked_local_mean(values: np.ndarray, mask: np.ndarray, sigma_vox: float, w
     return out.astype(np.float32)
 
 
+def _check_pair(first, first_name: str, second, second_name: str, voxel_size_um: float, mismatch: str):
+    """Both volumes checked (:func:`_check_volume`), on one grid (else ``mismatch``, formatted with
+    their shapes) with a positive ``voxel_size_um``; returns them as float32."""
+    first = _check_volume(first, first_name)
+    second = _check_volume(second, second_name)
+    if first.shape != second.shape:
+        raise TrustError(mismatch.format(first.shape, second.shape))
+    if not voxel_size_um > 0:
+        raise TrustError(f"voxel_size_um = {voxel_size_um}; expected a positive voxel size in µm")
+    return first, second
+
+
 def _check_volume(volume, name: str) -> np.ndarray:
     volume = np.asarray(volume, dtype=np.float32)
     if volume.ndim != 3:
@@ -292,12 +304,10 @@ def residual_map(
         variance (1 = explained by the measurement up to its noise), NaN outside ``mask``.
     noise : (nz, ny, nx) float32, κ·s(x), the noise standard deviation used (material fraction).
     """
-    recovered = _check_volume(recovered, "recovered")
-    lres = _check_volume(lres, "lres")
-    if recovered.shape != lres.shape:
-        raise TrustError(f"recovered shape {recovered.shape} differs from the input shape {lres.shape}; expected one grid")
-    if not voxel_size_um > 0:
-        raise TrustError(f"voxel_size_um = {voxel_size_um}; expected a positive voxel size in µm")
+    recovered, lres = _check_pair(
+        recovered, "recovered", lres, "lres", voxel_size_um,
+        "recovered shape {} differs from the input shape {}; expected one grid",
+    )
     if not noise_correlation > 0:
         raise TrustError(f"noise_correlation = {noise_correlation}; expected a positive factor")
     mask = checked_mask(mask, lres.shape, error=TrustError)
@@ -375,12 +385,9 @@ def estimate_blur_um(
     """
     from ..evaluate.resolution import best_gaussian_fit, blur_sigmas_um, gaussian_fit
 
-    high = _check_volume(high, "high")
-    low_on_high = _check_volume(low_on_high, "low_on_high")
-    if high.shape != low_on_high.shape:
-        raise TrustError(f"high shape {high.shape} differs from low_on_high shape {low_on_high.shape}")
-    if not voxel_size_um > 0:
-        raise TrustError(f"voxel_size_um = {voxel_size_um}; expected a positive voxel size in µm")
+    high, low_on_high = _check_pair(
+        high, "high", low_on_high, "low_on_high", voxel_size_um, "high shape {} differs from low_on_high shape {}"
+    )
     max_um = float(max_um) if max_um else 10.0 * voxel_size_um
     step_um = float(step_um) if step_um else 0.25 * voxel_size_um
     curve = gaussian_fit(low_on_high, high, voxel_size_um, blur_sigmas_um(max_um, step_um), mask=mask, workers=workers)

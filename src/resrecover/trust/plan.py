@@ -9,6 +9,18 @@ NETWORKS = ("deepnet", "srcnn")
 REALIZATIONS = ("train", "alternate")
 
 
+def _sigma_subset(block: dict, key: str, levels: list[str], where: str) -> list[str]:
+    """``trust.<key>`` as σ tags (all of ``levels`` when empty); ConfigError unless each is one of ``levels``.
+
+    ``where`` ends the error message: which levels, what is expected.
+    """
+    tags = [sigma_tag(s) for s in block[key]] or levels
+    outside = [s for s in tags if s not in levels]
+    if outside:
+        raise ConfigError(f"trust.{key}: {block[key]} holds {', '.join(outside)} µm, not a level {where}")
+    return tags
+
+
 def trust_plan(config: dict) -> dict:
     """Resolve the ``trust:`` block of a validated config into lists the rules expand over.
 
@@ -45,20 +57,13 @@ def trust_plan(config: dict) -> dict:
         "evaluate_ensembles": False,
         "ensemble_size": int(block["ensemble_size"]),
     }
-    sigmas = [sigma_tag(s) for s in block["sigmas_um"]] or lres
-    unknown = [s for s in sigmas if s not in lres]
-    if unknown:
-        raise ConfigError(
-            f"trust.sigmas_um: {block['sigmas_um']} holds {', '.join(unknown)} µm, not a level of "
-            f"scan.sigmas_um {config['scan']['sigmas_um']}; expected a subset of it"
-        )
-    ensemble_sigmas = [sigma_tag(s) for s in block["ensemble_sigmas_um"]] or sigmas
-    outside = [s for s in ensemble_sigmas if s not in sigmas]
-    if outside:
-        raise ConfigError(
-            f"trust.ensemble_sigmas_um: {block['ensemble_sigmas_um']} holds {', '.join(outside)} µm, not a level "
-            f"of the trust maps ({', '.join(sigmas)} µm); expected a subset of trust.sigmas_um"
-        )
+    sigmas = _sigma_subset(
+        block, "sigmas_um", lres, f"of scan.sigmas_um {config['scan']['sigmas_um']}; expected a subset of it"
+    )
+    ensemble_sigmas = _sigma_subset(
+        block, "ensemble_sigmas_um", sigmas,
+        f"of the trust maps ({', '.join(sigmas)} µm); expected a subset of trust.sigmas_um",
+    )
     if "alternate" not in block["realizations"]:
         raise ConfigError(
             f"trust.realizations: {block['realizations']} lacks 'alternate'; expected it (the trust maps are "

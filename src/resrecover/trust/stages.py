@@ -255,16 +255,9 @@ def trust_validation_from_files(
 
 
 def pair_trust_from_files(
-    recovered_path: str | Path,
-    low_path: str,
-    registration_path: str | Path,
-    training_lres_path: str | Path,
-    training_hres_path: str | Path,
-    output_path: str | Path,
-    config: dict,
-    roi=None,
-    low_dataset: str | None = None,
-    **provenance,
+    recovered_path: str | Path, low_path: str, registration_path: str | Path,
+    training_lres_path: str | Path, training_hres_path: str | Path, output_path: str | Path,
+    config: dict, roi=None, low_dataset: str | None = None, **provenance,
 ) -> dict:
     """Residual map of an own-scan recovery (rule ``pair_trust``): results/pairs/{pair}/trust/{method}.h5.
 

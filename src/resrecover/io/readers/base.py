@@ -16,6 +16,19 @@ import numpy as np
 from ... import ResrecoverError
 from ..volume import InputError
 
+
+def default_dataset(path, names: list[str], has_volume: bool, noun: str, syntax: str) -> str:
+    """The dataset to read when none is named: ``volume`` when present, else the only 3D one.
+
+    InputError otherwise, listing ``names`` (the 3D ``noun``: datasets, arrays) and the ``syntax``
+    that names one in the path.
+    """
+    if has_volume:
+        return "volume"
+    if len(names) == 1:
+        return names[0]
+    raise InputError(f"{path}: {len(names)} 3D {noun} ({', '.join(names) or 'none'}); name one with dataset= or {syntax}")
+
 log = logging.getLogger(__name__)
 
 #: Suffixes of the supported single-file and folder formats, by format name.

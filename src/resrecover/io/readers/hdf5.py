@@ -10,32 +10,20 @@ from pathlib import Path
 
 import h5py
 
-from ..volume import InputError
-from .base import ArraySource, VolumeSource, attr_voxel, isotropic_voxel, resolve_voxel_size
+from ..volume import InputError, open_hdf5_file
+from .base import ArraySource, VolumeSource, attr_voxel, default_dataset, isotropic_voxel, resolve_voxel_size
 
 
 def open_hdf5(path: Path, dataset, voxel_size_um, check_finite) -> VolumeSource:
     """One 3D numeric dataset of an HDF5 file as a source (the file stays open until ``close``)."""
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    try:
-        fh = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
+    fh = open_hdf5_file(path)
     try:
         candidates: list[str] = []
         fh.visititems(lambda name, obj: candidates.append(name)
                       if isinstance(obj, h5py.Dataset) and obj.ndim == 3 else None)
         if dataset is None:
-            if "volume" in fh and isinstance(fh["volume"], h5py.Dataset):
-                dataset = "volume"
-            elif len(candidates) == 1:
-                dataset = candidates[0]
-            else:
-                raise InputError(
-                    f"{path}: {len(candidates)} 3D datasets ({', '.join(candidates) or 'none'}); "
-                    "name one with dataset= or file.h5:/path"
-                )
+            has_volume = "volume" in fh and isinstance(fh["volume"], h5py.Dataset)
+            dataset = default_dataset(path, candidates, has_volume, "datasets", "file.h5:/path")
         dataset = dataset.strip("/") or "/"
         if dataset not in fh or not isinstance(fh[dataset], h5py.Dataset):
             raise InputError(f"{path}: no dataset '{dataset}' (3D datasets present: {', '.join(candidates) or 'none'})")

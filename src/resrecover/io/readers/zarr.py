@@ -12,7 +12,9 @@ from pathlib import Path
 import zarr
 
 from ..volume import InputError
-from .base import ArraySource, VolumeSource, attr_voxel, isotropic_voxel, resolve_voxel_size, unit_to_um
+from .base import (
+    ArraySource, VolumeSource, attr_voxel, default_dataset, isotropic_voxel, resolve_voxel_size, unit_to_um,
+)
 
 
 def _ome_voxel(attrs) -> tuple[str, tuple[float, float, float] | None] | None:
@@ -57,14 +59,8 @@ def open_zarr(path: Path, dataset, voxel_size_um, check_finite) -> VolumeSource:
                       if isinstance(member, zarr.Array) and member.ndim == 3]
             if ome is not None:
                 dataset = ome[0]
-            elif "volume" in arrays:
-                dataset = "volume"
-            elif len(arrays) == 1:
-                dataset = arrays[0]
             else:
-                raise InputError(
-                    f"{path}: {len(arrays)} 3D arrays ({', '.join(arrays) or 'none'}); name one with dataset= or x.zarr:/path"
-                )
+                dataset = default_dataset(path, arrays, "volume" in arrays, "arrays", "x.zarr:/path")
         dataset = dataset.strip("/")
         try:
             array = node[dataset]
