@@ -421,7 +421,7 @@ def register_pair(
     lines = [
         f"registration of a high-res volume {tuple(int(n) for n in high.shape)} of {high_voxel_um:g} µm voxels "
         f"in a low-res volume {tuple(int(n) for n in low.shape)} of {low_voxel_um:g} µm voxels (ratio {ratio:.3g})",
-        f"frame: offsets are (z, y, x) µm of the high-res voxel-0 outer corner from the low-res voxel-0 outer corner",
+        "frame: offsets are (z, y, x) µm of the high-res voxel-0 outer corner from the low-res voxel-0 outer corner",
         f"coarse ({method}): {fmt(coarse)} µm" + (f", NCC {coarse_peak:.3f}" if coarse_peak is not None else ""),
         f"fine (3D FFT cross-correlation, 1/{_UPSAMPLE} voxel, {len(steps)} step(s), crop {tuple(int(n) for n in shape)} "
         f"at {tuple(int(n) for n in start)}): {fmt(offset)} µm = {fmt(offset / low_voxel_um)} low-res voxels",
