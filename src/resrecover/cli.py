@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from . import ResrecoverError, __version__
+from .methods.registry import NETWORKS
 
 
 def _cmd_check_config(args) -> None:
@@ -182,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_simulate)
 
     t = sub.add_parser("train", help="train DeepNet or SRCNN-3D on a registered low/high-resolution pair")
-    t.add_argument("method", choices=["deepnet", "srcnn"])
+    t.add_argument("method", choices=list(NETWORKS))
     t.add_argument("lres", help="low-resolution input volume (HDF5) on the high-res grid; with --registration, "
                                 "the low-res scan itself (TIFF, HDF5, Zarr, .npy, .txm)")
     t.add_argument("hres", help="high-resolution target volume (HDF5; with --registration any format)")

@@ -3,7 +3,7 @@ import re
 import sys
 
 from resrecover.methods.device import cuda_device_count
-from resrecover.methods.registry import is_network
+from resrecover.methods.registry import denoise_before_segmentation, is_network
 from resrecover.config import (
     ConfigError,
     all_sigmas,

@@ -47,7 +47,8 @@ rule evaluate_volume:
         mem_mb=8000,
         runtime=60,
     params:
-        denoise=lambda wc: wc.method == "rl" and config["evaluation"]["nlm_for_rl"],
+        denoise=lambda wc: denoise_before_segmentation(wc.method)
+        and config["evaluation"]["nlm_for_rl"],
     script:
         "../scripts/evaluate_volume.py"
 

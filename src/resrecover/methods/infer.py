@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from resrecover import ResrecoverError
+from resrecover.methods.registry import check_network
 from resrecover.methods.tiling import TilingRun, predict_volume_25d, predict_volume_3d
 
 log = logging.getLogger(__name__)
@@ -208,9 +209,7 @@ def recover_source(
     """
     from resrecover.methods.tiling import streaming_memory_bytes
 
-    method = settings["method"]
-    if method not in ("deepnet", "srcnn"):
-        raise ResrecoverError(f"method {method!r} is not a network; expected 'deepnet' or 'srcnn'")
+    method = check_network(settings["method"])
     architecture = settings.get("architecture", {})
     shape = tuple(int(n) for n in source.shape)
     roi = check_roi(roi, shape)
@@ -342,10 +341,7 @@ def recover_volume(
         started = time.perf_counter()
         with atomic_output(output_path) as tmp, h5py.File(tmp, "w") as fh:
             sink = create_volume_dataset(fh, "volume", shape=shape)
-            if method not in ("deepnet", "srcnn"):
-                raise ResrecoverError(
-                    f"{settings_path}: method {method!r} is not a network; expected 'deepnet' or 'srcnn'"
-                )
+            check_network(method, f"{settings_path}: method")
             run = recover_source(model, settings, source, sink, inference_config, device, roi=roi,
                                  max_memory_gb=max_memory_gb, progress=progress)
             seconds = time.perf_counter() - started

@@ -20,13 +20,14 @@ import numpy as np
 from .. import ResrecoverError
 from ..io import open_volume, volume_info, write_volume_as
 from ..methods.device import acquire_device, torch_thread_count
+from ..methods.registry import NETWORKS
 from .grid import UPSAMPLING_ORDER, RegistrationError, UpsampledLow, contiguous_ranges, large_fov_grid
 from .registration import as_registration
 
 log = logging.getLogger(__name__)
 
 #: Methods a pair can be recovered with (networks trained on the pair).
-PAIR_METHODS = ("deepnet", "srcnn")
+PAIR_METHODS = NETWORKS
 
 
 def overlap_box(registration) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..config import ConfigError, sigma_tag
+from ..methods.registry import NETWORKS
 from .ensemble import ensemble_method
 
-NETWORKS = ("deepnet", "srcnn")
 REALIZATIONS = ("train", "alternate")
 
 
