@@ -7,15 +7,12 @@ lengths µm, line integrals µm × volume value.
 
 from .astra_backend import BackendError, cuda_available
 from .geometry import ConeBeamGeometry, GeometryError, full_circle_angles, interleaved_subsets
+from .stages import degrade_scan_file, fdk_file, ground_truth_file, project_phantom_file
 from .simulate import (
     degrade_projections,
-    degrade_scan_file,
-    fdk_file,
     fdk_reconstruct,
     forward_project,
-    ground_truth_file,
     open_projections,
-    project_phantom_file,
     projection_writer,
     read_projections,
     reconstruct_noiseless,

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Mapping
 
 from ..config import config_hash, derive_seed, sigma_tag
-from .simulate import degrade_scan_file, fdk_file, ground_truth_file, job_gpu, project_phantom_file, select_backend
+from .simulate import select_backend
+from .stages import degrade_scan_file, fdk_file, ground_truth_file, job_gpu, project_phantom_file
 
 log = logging.getLogger(__name__)
 
