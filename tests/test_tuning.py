@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TEST_CONFIG, run_snakemake
 from scipy import ndimage as ndi
 
 from resrecover.config import ConfigError, load_config
 from resrecover.evaluate.learning_curve import (
     CURVE_COLUMNS,
+    ValidationSet,
     collect_learning_curves,
     default_snapshots,
     learning_curve,
@@ -115,8 +117,9 @@ def test_learning_curve_scores_each_snapshot_without_changing_the_training(tiny_
     config = copy.deepcopy(config)
     config["deepnet"].update(iterations=6, checkpoint_every=3, schedule="cosine", warmup_iterations=2)
     curve = learning_curve(
-        "deepnet", paths["train", "lres"], paths["train", "gt"], paths["validation", "lres"],
-        paths["validation", "gt"], folder / "gt_labels.h5", folder / "gt_pores.csv", config, 9.0,
+        "deepnet", paths["train", "lres"], paths["train", "gt"],
+        ValidationSet(paths["validation", "lres"], paths["validation", "gt"], folder / "gt_labels.h5", folder / "gt_pores.csv"),
+        config, 9.0,
         work_dir=tmp_path / "curve", seed=5, snapshots=[2, 6], threads=1, out_csv=tmp_path / "curve.csv",
     )
     assert list(curve.columns) == CURVE_COLUMNS and curve["iteration"].tolist() == [2, 6]
@@ -164,3 +167,21 @@ def test_snapshots_double_up_to_the_budget_and_curves_collect_sorted(tmp_path):
     pd.DataFrame({"method": ["x"]}).to_csv(tmp_path / "broken.csv", index=False)
     with pytest.raises(ValueError, match="missing columns"):
         collect_learning_curves([tmp_path / "broken.csv"])
+
+
+@pytest.mark.slow
+def test_learning_curves_target_runs_on_the_test_preset(test_preset_run):
+    """`snakemake learning_curves` in the shared run: validation simulated, every curve, the table, fig11."""
+    run_snakemake("learning_curves", "--cores", "2", "--configfile", TEST_CONFIG, "--directory", test_preset_run)
+    table = pd.read_csv(test_preset_run / "results" / "tables" / "learning_curves.csv")
+    assert list(table.columns) == CURVE_COLUMNS
+    assert set(table["method"]) == {"deepnet", "srcnn", "rl"} and set(table["sigma_um"]) == {3.0, 9.0}
+    assert set(table["settings"]) == {"chosen"} and table["recovery_pct"].notna().all()
+    config = load_config(TEST_CONFIG)
+    rl = table[table["method"] == "rl"]
+    assert sorted(set(rl["iteration"])) == sorted(config["tuning"]["rl_iterations"])
+    deepnet = table[(table["method"] == "deepnet") & (table["sigma_um"] == 9.0)]
+    assert deepnet["iteration"].max() == config["deepnet"]["iterations"]
+    assert (test_preset_run / "results" / "recon" / "validation" / "ground_truth.h5").is_file()
+    for ext in ("png", "pdf"):
+        assert (test_preset_run / "results" / "figures" / f"fig11_learning_curves.{ext}").stat().st_size > 1000

@@ -1,7 +1,7 @@
 """Rule learning_curve: train a network on `train` under named settings; score its snapshots on `validation`."""
 
 from resrecover.config import training_seed
-from resrecover.evaluate.learning_curve import default_snapshots, learning_curve, settings_variant
+from resrecover.evaluate.learning_curve import default_snapshots, learning_curve, settings_variant, validation_set
 from resrecover.methods.device import acquire_device, torch_thread_count
 from resrecover.methods.training import training_settings
 from resrecover.snakemake_support import script_logging, validated_config
@@ -17,10 +17,7 @@ with script_logging(snakemake):  # noqa: F821
             wildcards.network,
             snakemake.input.lres,  # noqa: F821
             snakemake.input.hres,  # noqa: F821
-            snakemake.input.validation,  # noqa: F821
-            snakemake.input.validation_ground_truth,  # noqa: F821
-            snakemake.input.validation_labels,  # noqa: F821
-            snakemake.input.validation_pores,  # noqa: F821
+            validation_set(snakemake.input),  # noqa: F821
             config,
             sigma_um,
             work_dir=snakemake.params.work_dir,  # noqa: F821

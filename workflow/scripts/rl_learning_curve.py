@@ -1,6 +1,6 @@
 """Rule rl_learning_curve: Richardson-Lucy on `validation` at several iteration counts, each scored."""
 
-from resrecover.evaluate.learning_curve import rl_learning_curve
+from resrecover.evaluate.learning_curve import rl_learning_curve, validation_set
 from resrecover.methods.device import acquire_device, torch_thread_count
 from resrecover.snakemake_support import script_logging, validated_config
 
@@ -8,10 +8,7 @@ with script_logging(snakemake):  # noqa: F821
     config = validated_config(snakemake)  # noqa: F821
     with acquire_device() as device:
         rl_learning_curve(
-            snakemake.input.validation,  # noqa: F821
-            snakemake.input.validation_ground_truth,  # noqa: F821
-            snakemake.input.validation_labels,  # noqa: F821
-            snakemake.input.validation_pores,  # noqa: F821
+            validation_set(snakemake.input),  # noqa: F821
             config,
             float(snakemake.wildcards.sigma),  # noqa: F821
             workers=torch_thread_count(config, snakemake.threads),  # noqa: F821

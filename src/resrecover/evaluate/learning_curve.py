@@ -11,6 +11,7 @@ back in training mode afterwards, so the final weights equal those of a plain ru
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -23,7 +24,7 @@ import pandas as pd
 from ..io import atomic_write_csv, read_volume
 from ..masks import foam_mask, fov_mask
 from .metrics import image_metrics
-from .pores import match_pores, pore_table, pores_summary, porosity, read_labels
+from .pores import HEADLINE_PORE_COLUMNS, match_pores, pore_table, pores_summary, porosity, read_labels
 from .segmentation import segment_pores
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,7 @@ CURVE_COLUMNS = [
     "train_seconds",
     "ssim",
     "psnr",
-    "n_pores",
-    "recovery_pct",
-    "n_matched",
-    "n_spurious",
-    "porosity_error_pct",
-    "sphericity_mean",
+    *HEADLINE_PORE_COLUMNS,
 ]
 
 
@@ -79,6 +75,31 @@ def score_volume(
 
 
 CHOSEN = "chosen"
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationSet:
+    """The validation realization at one σ: its LRES volume, ground truth, and the ground truth's pores."""
+
+    lres: str | Path
+    ground_truth: str | Path
+    labels: str | Path
+    pores: str | Path
+
+    def load(self):
+        """(LRES volume, its attributes, ground truth, GT labels, GT pore table)."""
+        volume, attrs = read_volume(self.lres)
+        reference, _ = read_volume(self.ground_truth)
+        gt_labels, _ = read_labels(self.labels)
+        return volume, attrs, reference, gt_labels, pd.read_csv(self.pores)
+
+
+def validation_set(inputs) -> ValidationSet:
+    """The :class:`ValidationSet` of a tuning rule's named inputs (``validation``, ``validation_ground_truth``,
+    ``validation_labels``, ``validation_pores``)."""
+    return ValidationSet(
+        inputs.validation, inputs.validation_ground_truth, inputs.validation_labels, inputs.validation_pores
+    )
 
 
 def settings_variant(config: dict, name: str) -> dict:
@@ -134,10 +155,7 @@ def learning_curve(
     method: str,
     train_lres,
     train_hres,
-    validation_lres: str | Path,
-    validation_ground_truth: str | Path,
-    validation_labels: str | Path,
-    validation_pores: str | Path,
+    validation: ValidationSet,
     config: dict,
     sigma_um: float,
     work_dir: str | Path,
@@ -154,8 +172,7 @@ def learning_curve(
     ----------
     method : 'deepnet' or 'srcnn'; trained with :func:`resrecover.methods.training.train_model` on
         ``train_lres`` → ``train_hres`` with the config's settings for ``sigma_um``.
-    validation_* : the validation realization's LRES volume at ``sigma_um``, its ground truth, and
-        the ground truth's pore labels and table.
+    validation : the validation realization's files at ``sigma_um``.
     work_dir : the run's model files and checkpoints; a re-run starts the training afresh (a
         resumed run could not score the snapshots before its checkpoint).
     settings_label : the ``settings`` column of the curve (e.g. 'chosen', 'previous').
@@ -171,10 +188,7 @@ def learning_curve(
 
     block = training_settings(config, method, sigma_um)
     snapshots = sorted(set(snapshots or default_snapshots(int(block["iterations"]))))
-    validation, _ = read_volume(validation_lres)
-    reference, _ = read_volume(validation_ground_truth)
-    gt_labels, _ = read_labels(validation_labels)
-    gt_table = pd.read_csv(validation_pores)
+    volume, _, reference, gt_labels, gt_table = validation.load()
     rows = []
     started = time.perf_counter()
     scoring_seconds = 0.0
@@ -183,8 +197,8 @@ def learning_curve(
         nonlocal scoring_seconds
         t0 = time.perf_counter()
         settings = {"method": method, "architecture": model.network.architecture()}
-        recovered = np.zeros(validation.shape, np.float32)
-        recover_source(model, settings, validation, recovered, config["inference"], device, progress=False)
+        recovered = np.zeros(volume.shape, np.float32)
+        recover_source(model, settings, volume, recovered, config["inference"], device, progress=False)
         scores = score_volume(recovered, reference, gt_labels, gt_table, config)
         scoring_seconds += time.perf_counter() - t0
         row = {
@@ -215,7 +229,7 @@ def learning_curve(
         work_dir / "checkpoints",
         seed,
         device,
-        mask=fov_mask(config, validation.shape),
+        mask=fov_mask(config, volume.shape),
         threads=threads,
         progress=False,
         sigma_um=sigma_um,
@@ -229,10 +243,7 @@ def learning_curve(
 
 
 def rl_learning_curve(
-    validation_lres: str | Path,
-    validation_ground_truth: str | Path,
-    validation_labels: str | Path,
-    validation_pores: str | Path,
+    validation: ValidationSet,
     config: dict,
     sigma_um: float,
     iteration_counts=None,
@@ -249,10 +260,7 @@ def rl_learning_curve(
     from ..methods.registry import denoise_before_segmentation
     from ..methods.rl import richardson_lucy_3d
 
-    volume, attrs = read_volume(validation_lres)
-    reference, _ = read_volume(validation_ground_truth)
-    gt_labels, _ = read_labels(validation_labels)
-    gt_table = pd.read_csv(validation_pores)
+    volume, attrs, reference, gt_labels, gt_table = validation.load()
     voxel_size_um = float(attrs.get("voxel_size_um", config["voxel_size_um"]))
     pad_um = float(config["rl"]["pad_um"])
     pad_vox = math.ceil(pad_um / voxel_size_um) if pad_um else None

@@ -41,6 +41,9 @@ SUMMARY_KEYS = [
     "n_spurious",
 ]
 
+#: the pore columns that state the study's headline, in the order its tables show them
+HEADLINE_PORE_COLUMNS = ["n_pores", "recovery_pct", "n_matched", "n_spurious", "porosity_error_pct", "sphericity_mean"]
+
 # Smoothing of each pore's binary mask before marching cubes (voxels), see pore_table.
 SURFACE_SMOOTHING_VOX = 0.7
 # Empty voxels kept around each pore's bounding box, whatever the smoothing: smoothing the crop with

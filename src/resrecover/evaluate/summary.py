@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..io import atomic_output, atomic_write_csv
+from .pores import HEADLINE_PORE_COLUMNS
 from .stages import KEY_COLUMNS, EvaluationError, _require
 
 #: Columns of results/tables/summary.csv, in order.
@@ -21,12 +22,7 @@ SUMMARY_COLUMNS = [
     "sigma_um",
     "ssim",
     "psnr_db",
-    "n_pores",
-    "recovery_pct",
-    "n_matched",
-    "n_spurious",
-    "porosity_error_pct",
-    "sphericity_mean",
+    *HEADLINE_PORE_COLUMNS,
     "effective_sigma_um",
     "fsc_resolution_um",
 ]
