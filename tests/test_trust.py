@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from conftest import REPO
-from resrecover.config import ConfigError, derive_seed, load_config
+from resrecover.config import ConfigError, derive_seed, load_config, training_seed
 from resrecover.evaluate.pores import write_labels
 from resrecover.io import write_volume
 from resrecover.trust import (
@@ -19,7 +19,6 @@ from resrecover.trust import (
     ensemble_from_files,
     estimate_blur_um,
     gaussian_blur,
-    member_seed,
     noise_correlation_factor,
     noise_level_map,
     pore_trust_table,
@@ -182,8 +181,8 @@ def test_trust_plan_and_member_seeds():
     with pytest.raises(ConfigError, match=r"^trust.sigmas_um: \[4\] holds 4 µm"):
         trust_plan(bad)
     # member 0 is the study's model (rule train's seed); the others differ
-    assert member_seed(0, "deepnet", 9.0, 0) == derive_seed(0, "train", "deepnet", "9")
-    assert len({member_seed(0, "deepnet", 9.0, k) for k in range(3)}) == 3
+    assert training_seed(0, "deepnet", 9.0, 0) == derive_seed(0, "train", "deepnet", "9")
+    assert len({training_seed(0, "deepnet", 9.0, k) for k in range(3)}) == 3
 
 
 def test_maps_and_pore_tables_follow_the_results_contract(tmp_path):

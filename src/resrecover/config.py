@@ -105,13 +105,13 @@ def _check_cross_keys(config: dict) -> None:
         )
     for network in ("deepnet", "srcnn", "rl"):
         for entry in config[network]["sigma_overrides"]:
-            if not any(abs(entry["sigma_um"] - s) < 1e-9 for s in config["scan"]["sigmas_um"]):
+            if not any(same_sigma(entry["sigma_um"], s) for s in config["scan"]["sigmas_um"]):
                 raise ConfigError(
                     f"{network}.sigma_overrides: sigma_um {entry['sigma_um']} is not one of scan.sigmas_um "
                     f"{config['scan']['sigmas_um']}"
                 )
     for sigma in config["tuning"]["sigmas_um"]:
-        if not any(abs(sigma - s) < 1e-9 for s in config["scan"]["sigmas_um"]):
+        if not any(same_sigma(sigma, s) for s in config["scan"]["sigmas_um"]):
             raise ConfigError(f"tuning.sigmas_um: {sigma} is not one of scan.sigmas_um {config['scan']['sigmas_um']}")
     if "chosen" in config["tuning"]["compare"]:
         raise ConfigError("tuning.compare: 'chosen' is the name of the config's own settings; pick another name")
@@ -174,12 +174,26 @@ def all_sigmas(config: dict) -> list[float]:
     return [config["scan"]["target_sigma_um"], *config["scan"]["sigmas_um"]]
 
 
+def same_sigma(a: float, b: float) -> bool:
+    """Whether two blur levels (µm) are the same one (a config's σ and a path's or an override's)."""
+    return abs(float(a) - float(b)) < 1e-9
+
+
+def sigma_settings(block: dict, sigma_um: float | None) -> dict:
+    """A method's config block for one σ: a copy without ``sigma_overrides``, each entry of it for
+    ``sigma_um`` applied over the block in order (``None``: none applied)."""
+    settings = copy.deepcopy(block)
+    overrides = settings.pop("sigma_overrides", None) or []
+    if sigma_um is not None:
+        for entry in overrides:
+            if same_sigma(entry["sigma_um"], sigma_um):
+                settings.update({k: v for k, v in entry.items() if k != "sigma_um"})
+    return settings
+
+
 def rl_iterations(config: dict, sigma_um: float) -> int:
     """Richardson-Lucy's iterations at σ: ``rl.iterations``, or its ``rl.sigma_overrides`` entry for σ."""
-    for entry in config["rl"]["sigma_overrides"]:
-        if abs(float(entry["sigma_um"]) - float(sigma_um)) < 1e-9:
-            return int(entry["iterations"])
-    return int(config["rl"]["iterations"])
+    return int(sigma_settings(config["rl"], sigma_um)["iterations"])
 
 
 def training_seed(master_seed: int, network: str, sigma_um: float, member: int = 0) -> int:

@@ -130,7 +130,7 @@ TUNING = {
 
 
 # ---- trust maps without ground truth (workflow/rules/trust.smk; config `trust:`) ----
-from resrecover.trust import member_seed, trust_plan
+from resrecover.trust import trust_plan
 
 try:
     TRUST = trust_plan(config)

@@ -29,7 +29,7 @@ rule train_ensemble_member:
         runtime=240,
     params:
         checkpoint_dir="results/models/{network}/sigma{sigma}/ensemble/member{k}/checkpoints",
-        seed=lambda wc: member_seed(
+        seed=lambda wc: training_seed(
             config["seed"], wc.network, float(wc.sigma), int(wc.k)
         ),
     script:

@@ -1,7 +1,7 @@
 """Rule train_ensemble_member (workflow/rules/trust.smk): train ensemble member k of a network at σ.
 
 The same training as rule `train` (same settings, same iterations), from the member's own seed
-(resrecover.trust.member_seed: other initial weights, other random tiles, for SRCNN another split).
+(resrecover.config.training_seed of member k: other initial weights, other random tiles, for SRCNN another split).
 """
 
 from resrecover.methods.training import train_from_files

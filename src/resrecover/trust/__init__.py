@@ -10,7 +10,7 @@
 - :mod:`.stages`: the rules' entry points.
 """
 
-from .ensemble import ensemble_from_files, ensemble_method, member_seed
+from .ensemble import ensemble_from_files, ensemble_method
 from .maps import (
     TRUST_DATASETS,
     TrustError,
@@ -42,7 +42,6 @@ __all__ = [
     "estimate_blur_um",
     "gaussian_blur",
     "haar_finest_band",
-    "member_seed",
     "noise_correlation_factor",
     "noise_level_map",
     "pore_regions",

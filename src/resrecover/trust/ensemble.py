@@ -1,10 +1,10 @@
-"""Ensembles of independently trained networks: member seeds, the ensemble mean and its spread.
+"""Ensembles of independently trained networks: the ensemble mean and its spread.
 
-Member 0 of an ensemble is the study's model (``results/models/{network}/sigma{σ}/``, trained with
-seed ``derive_seed(seed, "train", network, σ)``); members 1..K−1 are trained by the same
-:func:`resrecover.methods.training.train_from_files`, with the same settings and iterations, from
-:func:`member_seed`, which changes their initial weights, every random training tile and (SRCNN)
-the training/validation split. The ensemble's recovery is the voxel-wise mean of the K recovered
+Member 0 of an ensemble is the study's model (``results/models/{network}/sigma{σ}/``); members
+1..K−1 are trained by the same :func:`resrecover.methods.training.train_from_files`, with the same
+settings and iterations, from the seed :func:`resrecover.config.training_seed` gives their member
+number, which changes their initial weights, every random training tile and (SRCNN) the
+training/validation split. The ensemble's recovery is the voxel-wise mean of the K recovered
 volumes and its disagreement map their sample standard deviation
 (:func:`resrecover.trust.maps.disagreement_map`), both computed slab by slab so that K volumes
 larger than memory can be combined.
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import training_seed
 from .maps import TrustError
 
 log = logging.getLogger(__name__)
@@ -30,13 +29,6 @@ ENSEMBLE_SUFFIX = "_ensemble"
 def ensemble_method(network: str) -> str:
     """Method name of the ensemble of ``network`` (its results live under that name)."""
     return f"{network}{ENSEMBLE_SUFFIX}"
-
-
-def member_seed(master_seed: int, network: str, sigma_um: float, member: int) -> int:
-    """Training seed of ensemble member ``member`` (0 is the study's model): :func:`resrecover.config.training_seed`."""
-    if member < 0:
-        raise TrustError(f"ensemble member {member}; expected 0, 1, ...")
-    return training_seed(master_seed, network, sigma_um, member)
 
 
 def ensemble_from_files(

@@ -8,19 +8,15 @@ resumed run computes the same rate without any scheduler state in its checkpoint
 
 from __future__ import annotations
 
-import copy
 import math
 
 from ... import ResrecoverError
+from ...config import sigma_settings
 from ..registry import check_network
 
 
 class TrainingError(ResrecoverError):
     """Training cannot start with these inputs or settings."""
-
-
-#: keys of a ``sigma_overrides`` entry that are not training settings
-_OVERRIDE_KEY = "sigma_um"
 
 
 def training_settings(config: dict, method: str, sigma_um: float | None = None) -> dict:
@@ -38,12 +34,8 @@ def training_settings(config: dict, method: str, sigma_um: float | None = None) 
     dict of the block's settings without ``sigma_overrides``, plus ``sigma_um`` when given.
     """
     check_network(method, error=TrainingError)
-    block = copy.deepcopy(config[method])
-    overrides = block.pop("sigma_overrides", []) or []
+    block = sigma_settings(config[method], sigma_um)
     if sigma_um is not None:
-        for entry in overrides:
-            if math.isclose(float(entry[_OVERRIDE_KEY]), float(sigma_um)):
-                block.update({k: v for k, v in entry.items() if k != _OVERRIDE_KEY})
         block["sigma_um"] = float(sigma_um)
     return block
 
