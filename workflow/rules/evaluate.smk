@@ -47,8 +47,7 @@ rule evaluate_volume:
         mem_mb=8000,
         runtime=60,
     params:
-        denoise=lambda wc: denoise_before_segmentation(wc.method)
-        and config["evaluation"]["nlm_for_rl"],
+        denoise=lambda wc: denoise_before_segmentation(wc.method, config),
     script:
         "../scripts/evaluate_volume.py"
 

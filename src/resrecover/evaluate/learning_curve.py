@@ -11,9 +11,9 @@ back in training mode afterwards, so the final weights equal those of a plain ru
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_write_csv, read_volume
-from ..masks import foam_mask, fov_mask
+from ..masks import fov_mask
 from .metrics import image_metrics
 from .pores import HEADLINE_PORE_COLUMNS, match_pores, pore_table, pores_summary, porosity, read_labels
 from .segmentation import segment_pores
+from .stages import evaluation_masks, segmentation_settings
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,9 @@ def score_volume(
     """
     ev = config["evaluation"]
     voxel_size_um = float(config["voxel_size_um"])
-    foam = foam_mask(config, volume.shape)
-    metrics = image_metrics(volume, reference, ev["data_range"], ev["ssim_window_px"], foam & fov_mask(config, volume.shape))
-    labels = segment_pores(
-        volume, foam, voxel_size_um, denoise=denoise, min_pore_volume_voxels=int(ev["min_pore_volume_voxels"])
-    )
+    foam, metric_mask = evaluation_masks(config, volume.shape)
+    metrics = image_metrics(volume, reference, ev["data_range"], ev["ssim_window_px"], metric_mask)
+    labels = segment_pores(volume, foam, voxel_size_um, denoise=denoise, **segmentation_settings(config))
     matching = match_pores(labels, gt_labels)
     summary = pores_summary(pore_table(labels, voxel_size_um), labels, foam, gt_table, porosity(gt_labels, foam), matching)
     return {**metrics, **summary}
@@ -108,8 +107,6 @@ def settings_variant(config: dict, name: str) -> dict:
     The entry's ``deepnet:`` / ``srcnn:`` keys replace the config's, and the result is validated
     again, so an alternative that is not a valid config fails with the key it names.
     """
-    import copy
-
     from ..config import ConfigError, validate_config
 
     if name == CHOSEN:
@@ -139,6 +136,18 @@ def collect_learning_curves(paths) -> pd.DataFrame:
     if missing:
         raise ValueError(f"learning curves {list(map(str, paths))}: missing columns {missing}")
     return table[CURVE_COLUMNS].sort_values(["method", "sigma_um", "settings", "iteration"], kind="stable")
+
+
+def _curve_row(method: str, settings: str, sigma_um: float, iteration: int, seconds: float, scores: dict) -> dict:
+    """One row of a curve (:data:`CURVE_COLUMNS`): the point's keys and the scores of :func:`score_volume`."""
+    return {
+        "method": method,
+        "settings": settings,
+        "sigma_um": float(sigma_um),
+        "iteration": int(iteration),
+        "train_seconds": round(seconds, 1),
+        **{k: scores[k] for k in CURVE_COLUMNS if k in scores},
+    }
 
 
 def default_snapshots(iterations: int, n_points: int = 6) -> list[int]:
@@ -201,14 +210,9 @@ def learning_curve(
         recover_source(model, settings, volume, recovered, config["inference"], device, progress=False)
         scores = score_volume(recovered, reference, gt_labels, gt_table, config)
         scoring_seconds += time.perf_counter() - t0
-        row = {
-            "method": method,
-            "settings": settings_label,
-            "sigma_um": float(sigma_um),
-            "iteration": int(iteration),
-            "train_seconds": round(time.perf_counter() - started - scoring_seconds, 1),
-            **{k: scores[k] for k in CURVE_COLUMNS if k in scores},
-        }
+        row = _curve_row(
+            method, settings_label, sigma_um, iteration, time.perf_counter() - started - scoring_seconds, scores
+        )
         rows.append(row)
         log.info(
             "%s σ %g (%s) iteration %d: %.1f%% of the pores, %d spurious, porosity error %+.1f%%, SSIM %.3f",
@@ -258,31 +262,19 @@ def rl_learning_curve(
     ``evaluation.nlm_for_rl``). ``train_seconds`` holds the deconvolution's seconds.
     """
     from ..methods.registry import denoise_before_segmentation
-    from ..methods.rl import richardson_lucy_3d
+    from ..methods.rl import psf_in_voxels, richardson_lucy_3d
 
     volume, attrs, reference, gt_labels, gt_table = validation.load()
     voxel_size_um = float(attrs.get("voxel_size_um", config["voxel_size_um"]))
-    pad_um = float(config["rl"]["pad_um"])
-    pad_vox = math.ceil(pad_um / voxel_size_um) if pad_um else None
-    denoise = denoise_before_segmentation("rl") and bool(config["evaluation"]["nlm_for_rl"])
+    sigma_vox, pad_vox = psf_in_voxels(float(sigma_um), float(config["rl"]["pad_um"]), voxel_size_um)
+    denoise = denoise_before_segmentation("rl", config)
     rows = []
     for iterations in sorted(set(int(i) for i in (iteration_counts or config["tuning"]["rl_iterations"]))):
         t0 = time.perf_counter()
-        recovered = richardson_lucy_3d(
-            volume, float(sigma_um) / voxel_size_um, iterations, pad_vox=pad_vox, device=device, workers=workers
-        )
+        recovered = richardson_lucy_3d(volume, sigma_vox, iterations, pad_vox=pad_vox, device=device, workers=workers)
         seconds = time.perf_counter() - t0
         scores = score_volume(recovered, reference, gt_labels, gt_table, config, denoise=denoise)
-        rows.append(
-            {
-                "method": "rl",
-                "settings": CHOSEN,
-                "sigma_um": float(sigma_um),
-                "iteration": iterations,
-                "train_seconds": round(seconds, 1),
-                **{k: scores[k] for k in CURVE_COLUMNS if k in scores},
-            }
-        )
+        rows.append(_curve_row("rl", CHOSEN, sigma_um, iterations, seconds, scores))
         log.info("rl σ %g, %d iterations: %.1f%% of the pores, SSIM %.3f", sigma_um, iterations,
                  rows[-1]["recovery_pct"], rows[-1]["ssim"])
     curve = pd.DataFrame(rows, columns=CURVE_COLUMNS)

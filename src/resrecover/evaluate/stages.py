@@ -94,6 +94,13 @@ def _voxel_size(attrs: dict, config: dict, path) -> float:
     return voxel_size_um
 
 
+def evaluation_masks(config: dict, shape) -> tuple[np.ndarray, np.ndarray]:
+    """(foam, metric mask): the foam cylinder where pores are searched, and its part inside the
+    reconstructable field of view where the image metrics and the Gaussian fit are computed."""
+    foam = config_foam_mask(config, shape)
+    return foam, foam & config_fov_mask(config, shape)
+
+
 def segmentation_settings(config: dict) -> dict:
     """The settings of :func:`segment_pores` that come from the config (the same for every volume)."""
     return {"min_pore_volume_voxels": int(config["evaluation"]["min_pore_volume_voxels"])}
@@ -194,8 +201,7 @@ def evaluate_volume(
         )
     voxel_size_um = _voxel_size(attrs, config, volume_path)
     _voxel_size(ref_attrs, config, ground_truth_path)
-    foam = config_foam_mask(config, volume.shape)
-    metric_mask = foam & config_fov_mask(config, volume.shape)
+    foam, metric_mask = evaluation_masks(config, volume.shape)
 
     metrics = image_metrics(volume, reference, ev["data_range"], ev["ssim_window_px"], metric_mask)
     atomic_write_csv(_keyed(pd.DataFrame([metrics]), method, realization, sigma_um), metrics_path)

@@ -30,6 +30,7 @@ def check_network(method: str, where: str = "method", error: type[Exception] = R
     return method
 
 
-def denoise_before_segmentation(method: str) -> bool:
-    """Whether the evaluation denoises ``method``'s output first (RL only: paper §2.5)."""
-    return method in DENOISED_BEFORE_SEGMENTATION
+def denoise_before_segmentation(method: str, config: dict) -> bool:
+    """Whether the evaluation denoises ``method``'s output first: RL only (paper §2.5), and only
+    while ``evaluation.nlm_for_rl`` is on."""
+    return method in DENOISED_BEFORE_SEGMENTATION and bool(config["evaluation"]["nlm_for_rl"])

@@ -240,6 +240,14 @@ def _iterate_torch(data, otf, iterations, initial, filter_epsilon, device) -> np
     return estimate.cpu().numpy()
 
 
+def psf_in_voxels(sigma_um, pad_um: float, voxel_size_um: float):
+    """(σ, padding) of a deconvolution in voxels from µm: σ per axis, and the padding per axis
+    rounded up, or ``None`` for ``pad_um`` 0 (:func:`richardson_lucy_3d` then pads 3σ)."""
+    sigma_vox = tuple(s / voxel_size_um for s in _per_axis(sigma_um, name="sigma_um"))
+    pad_vox = None if not pad_um else tuple(math.ceil(p / voxel_size_um) for p in _per_axis(pad_um, name="pad_um"))
+    return sigma_vox, pad_vox
+
+
 def richardson_lucy_file(
     input_path: str | Path,
     output_path: str | Path,
@@ -268,8 +276,7 @@ def richardson_lucy_file(
     if voxel_size_um is None:
         raise ResrecoverError(f"{input_path}: no attribute 'voxel_size_um'; expected the voxel size in µm")
     voxel_size_um = float(voxel_size_um)
-    sigma_vox = tuple(s / voxel_size_um for s in _per_axis(sigma_um, name="sigma_um"))
-    pad_vox = None if not pad_um else tuple(math.ceil(p / voxel_size_um) for p in _per_axis(pad_um, name="pad_um"))
+    sigma_vox, pad_vox = psf_in_voxels(sigma_um, pad_um, voxel_size_um)
     started = time.perf_counter()
     result = richardson_lucy_3d(volume, sigma_vox, iterations, pad_vox=pad_vox, device=device, workers=workers)
     write_volume(
