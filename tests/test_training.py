@@ -267,28 +267,27 @@ def test_torn_or_foreign_checkpoints_are_not_resumed(config, pair, tmp_path):
     assert_same_weights(tmp_path / "straight", folder)
 
 
-def test_a_stopped_run_can_be_extended_to_more_iterations(config, pair, tmp_path):
+@pytest.mark.parametrize(
+    "method,settings,resumed_from",
+    [
+        # a constant step size: the stopped shorter run is extended from its checkpoint
+        ("srcnn", {"iterations": 10, "checkpoint_every": 3, "validate_every": 2}, 4),
+        # cosine: its step sizes depend on the total, so a shorter run's checkpoint is another run
+        ("deepnet", {"iterations": 8, "checkpoint_every": 2, "schedule": "cosine"}, 0),
+    ],
+    ids=["constant-extended", "cosine-restarted"],
+)
+def test_a_stopped_shorter_run_is_extended_only_when_its_steps_do_not_depend_on_the_total(
+    config, pair, tmp_path, method, settings, resumed_from
+):
     cfg = copy.deepcopy(config)
-    cfg["srcnn"].update(iterations=10, checkpoint_every=3, validate_every=2)
-    run("srcnn", pair, cfg, tmp_path / "straight")
+    cfg[method].update(settings)
+    run(method, pair, cfg, tmp_path / "straight")
     short = copy.deepcopy(cfg)
-    short["srcnn"]["iterations"] = 6
-    _, folder = run("srcnn", pair, short, tmp_path / "extended", stop_after=4)
-    summary, _ = run("srcnn", pair, cfg, folder)
-    assert summary["resumed_from"] == 4
-    assert_same_weights(tmp_path / "straight", folder)
-
-
-def test_a_cosine_run_is_not_extended_but_restarted(config, pair, tmp_path):
-    """Its step sizes depend on the total: a checkpoint of a shorter cosine run is another run."""
-    cfg = copy.deepcopy(config)
-    cfg["deepnet"].update(iterations=8, checkpoint_every=2, schedule="cosine")
-    run("deepnet", pair, cfg, tmp_path / "straight")
-    short = copy.deepcopy(cfg)
-    short["deepnet"]["iterations"] = 6
-    _, folder = run("deepnet", pair, short, tmp_path / "restarted", stop_after=4)
-    summary, _ = run("deepnet", pair, cfg, folder)
-    assert summary["resumed_from"] == 0
+    short[method]["iterations"] = 6
+    _, folder = run(method, pair, short, tmp_path / "stopped", stop_after=4)
+    summary, _ = run(method, pair, cfg, folder)
+    assert summary["resumed_from"] == resumed_from
     assert_same_weights(tmp_path / "straight", folder)
 
 
