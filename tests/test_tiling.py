@@ -362,13 +362,75 @@ def test_recover_volume_job_passes_the_config_and_provenance_in_order(monkeypatc
     from resrecover.methods import infer
 
     config = validate_config({"realizations": {"train": 1, "alternate": 2}})
-    job = SimpleNamespace(input=SimpleNamespace(weights="w", settings="s", volume="in.h5"), output=["out.h5"],
-                          threads=1, wildcards=SimpleNamespace(realization="r0", sigma="5", k="2"))
     calls = []
     monkeypatch.setattr(infer, "recover_volume", lambda *args, **kwargs: calls.append((args, kwargs)) or "run")
-    assert infer.recover_volume_job(job, config, ensemble_member=2) == "run"
-    (args, kwargs), = calls
-    assert args == ("w", "s", "in.h5", "out.h5", config["inference"])
-    assert kwargs == {"max_memory_gb": config["compute"]["max_memory_gb"], "config_hash": config_hash(config),
-                      "seed": config["seed"], "realization": "r0", "sigma_um": 5.0, "ensemble_member": 2}
-    assert list(kwargs) == ["max_memory_gb", "config_hash", "seed", "realization", "sigma_um", "ensemble_member"]
+    common = {"max_memory_gb": config["compute"]["max_memory_gb"], "config_hash": config_hash(config),
+              "seed": config["seed"], "realization": "r0", "sigma_um": 5.0}
+    # the study's model (no member wildcard, or member 0) records no member; an ensemble's member k does
+    for wildcards, member in ((SimpleNamespace(realization="r0", sigma="5"), {}),
+                              (SimpleNamespace(realization="r0", sigma="5", member="0"), {}),
+                              (SimpleNamespace(realization="r0", sigma="5", member="2"), {"ensemble_member": 2})):
+        job = SimpleNamespace(input=SimpleNamespace(weights="w", settings="s", volume="in.h5"), output=["out.h5"],
+                              threads=1, wildcards=wildcards)
+        calls.clear()
+        assert infer.recover_volume_job(job, config, note="x") == "run"
+        (args, kwargs), = calls
+        assert args == ("w", "s", "in.h5", "out.h5", config["inference"])
+        assert kwargs == {**common, **member, "note": "x"}
+        assert list(kwargs) == [*common, *member, "note"]
+
+
+class _AsymmetricNet(torch.nn.Module):
+    """A network that is not equivariant to flips or turns: it adds a ramp along y and shifts along x."""
+
+    def forward(self, x):
+        ramp = torch.linspace(0.0, 1.0, x.shape[-2]).reshape(-1, 1)
+        return torch.roll(x, shifts=1, dims=-1) + ramp
+
+
+@pytest.mark.parametrize("layout", ["2.5d", "3d"])
+@pytest.mark.parametrize("name, n_transforms", [("flips", 4), ("dihedral", 8)])
+def test_test_time_augmentation_is_the_mean_over_the_transforms_undone(layout, name, n_transforms):
+    from resrecover.methods.infer import augmentation_transforms, torch_predictor
+
+    rng = np.random.default_rng(5)
+    batch = rng.random((2, 3, 8, 12), dtype=np.float32)  # not square: a quarter turn swaps y and x
+    net = _AsymmetricNet()
+    transforms = augmentation_transforms(name)
+    assert len(set(transforms)) == n_transforms
+    # the transforms are distinct images of an asymmetric tile, i.e. distinct group elements
+    tile = torch.from_numpy(batch[0, 0])
+    images = set()
+    for fy, fx, turns in transforms:
+        t = tile.flip(0) if fy else tile
+        t = t.flip(1) if fx else t
+        images.add(t.rot90(turns).numpy().tobytes())
+    assert len(images) == n_transforms
+
+    expected = np.zeros_like(batch)
+    for fy, fx, turns in transforms:
+        x = batch[:, :, ::-1] if fy else batch
+        x = x[..., ::-1] if fx else x
+        x = np.rot90(x, turns, axes=(-2, -1))
+        y = net(torch.from_numpy(np.ascontiguousarray(x)[:, None] if layout == "3d" else np.ascontiguousarray(x)))
+        y = y[:, 0].numpy() if layout == "3d" else y.numpy()
+        y = np.rot90(y, -turns, axes=(-2, -1))
+        y = y[..., ::-1] if fx else y
+        expected += y[:, :, ::-1] if fy else y
+    expected /= n_transforms
+
+    got = torch_predictor(net, "cpu", layout, name)(batch)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    plain = torch_predictor(net, "cpu", layout, "none")(batch)
+    assert np.abs(got - plain).max() > 0.05  # the augmentation changed this network's output
+
+
+def test_test_time_augmentation_leaves_an_equivariant_network_unchanged_and_names_are_checked():
+    from resrecover import ResrecoverError
+    from resrecover.methods.infer import torch_predictor
+
+    batch = np.random.default_rng(6).random((2, 5, 16, 16), dtype=np.float32)
+    pointwise = torch.nn.Identity()
+    np.testing.assert_allclose(torch_predictor(pointwise, "cpu", "2.5d", "dihedral")(batch), batch, atol=1e-6)
+    with pytest.raises(ResrecoverError, match="test_time_augmentation: 'rotations'.*expected one of none, flips, dihedral"):
+        torch_predictor(pointwise, "cpu", "2.5d", "rotations")

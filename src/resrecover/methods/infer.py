@@ -29,7 +29,41 @@ from resrecover.methods.tiling import TilingRun, predict_volume_25d, predict_vol
 log = logging.getLogger(__name__)
 
 
-def torch_predictor(model, device, layout: str) -> Callable[[np.ndarray], np.ndarray]:
+# In-plane transforms averaged at inference, each (flip y, flip x, quarter turns): the networks were
+# trained on tiles flipped and turned at random in-plane (``training.tasks``), so every element of
+# that dihedral group is an input they know. 'flips' is four of the eight, 'dihedral' all of them.
+TEST_TIME_AUGMENTATIONS = {
+    "none": ((0, 0, 0),),
+    "flips": ((0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 0)),
+    "dihedral": tuple((fy, fx, turns) for turns in (0, 1) for fy in (0, 1) for fx in (0, 1)),
+}
+
+
+def augmentation_transforms(name: str) -> tuple[tuple[int, int, int], ...]:
+    """The in-plane transforms (flip y, flip x, quarter turns) of a ``test_time_augmentation`` name."""
+    if name not in TEST_TIME_AUGMENTATIONS:
+        raise ResrecoverError(
+            f"test_time_augmentation: {name!r} is not allowed; expected one of {', '.join(TEST_TIME_AUGMENTATIONS)}"
+        )
+    return TEST_TIME_AUGMENTATIONS[name]
+
+
+def _transform(x, flip_y: int, flip_x: int, turns: int, inverse: bool = False):
+    """Apply (or undo) one in-plane transform to a torch tensor's last two axes."""
+    if not inverse:
+        if flip_y:
+            x = x.flip(-2)
+        if flip_x:
+            x = x.flip(-1)
+        return x.rot90(turns, dims=(-2, -1)) if turns else x
+    if turns:
+        x = x.rot90(-turns, dims=(-2, -1))
+    if flip_x:
+        x = x.flip(-1)
+    return x.flip(-2) if flip_y else x
+
+
+def torch_predictor(model, device, layout: str, test_time_augmentation: str = "none") -> Callable[[np.ndarray], np.ndarray]:
     """Wrap a torch model as a tiling predictor: float32 ``(B, tz, ty, tx)`` array -> same shape.
 
     Parameters
@@ -38,21 +72,34 @@ def torch_predictor(model, device, layout: str) -> Callable[[np.ndarray], np.nda
     device : torch device the model lives on; batches are moved there and back.
     layout : ``'2.5d'`` (the tile's z slices are the network's channels, DeepNet) or ``'3d'``
         (a channel axis of one is added and removed, SRCNN-3D).
+    test_time_augmentation : ``'none'``, ``'flips'`` or ``'dihedral'``
+        (:data:`TEST_TIME_AUGMENTATIONS`): the prediction is the mean over the batch transformed
+        in-plane, predicted and transformed back (costs one forward pass per transform).
     """
     import torch
 
     if layout not in ("2.5d", "3d"):
         raise ResrecoverError(f"layout: {layout!r} is not allowed; expected '2.5d' or '3d'")
     device = torch.device(device)
+    transforms = augmentation_transforms(test_time_augmentation)
+
+    def forward(x):
+        y = model(x)
+        if isinstance(y, (tuple, list)):  # (final, intermediate): keep the final output
+            y = y[0]
+        return y
 
     def predict(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
         if layout == "3d":
             x = x[:, None]
         with torch.inference_mode():
-            y = model(x)
-        if isinstance(y, (tuple, list)):  # (final, intermediate): keep the final output
-            y = y[0]
+            y = None
+            for transform in transforms:
+                part = _transform(forward(_transform(x, *transform)), *transform, inverse=True)
+                y = part if y is None else y.add_(part)
+            if len(transforms) > 1:
+                y = y.div_(len(transforms))
         if layout == "3d":
             y = y[:, 0]
         return y.to("cpu", torch.float32).numpy()
@@ -222,6 +269,7 @@ def recover_source(
     region_shape = tuple(b - a for a, b in region)
 
     blending = inference_config.get("blending", "triangular")
+    test_time_augmentation = inference_config.get("test_time_augmentation", "none")
     batch_size = int(inference_config.get("batch_size", 4))
     if method == "deepnet":
         multiple = 2 ** int(architecture.get("depth", 0))
@@ -251,7 +299,7 @@ def recover_source(
                  max_memory_gb, predictor_memory_bytes(settings, tile, batch_size) / 1e9, batch_size, tile, tiling_gb)
     if method == "deepnet":
         return predict_volume_25d(
-            torch_predictor(model, device, "2.5d"),
+            torch_predictor(model, device, "2.5d", test_time_augmentation),
             source,
             sink,
             n_slices=int(architecture.get("n_slices", 5)),
@@ -264,7 +312,7 @@ def recover_source(
             progress=progress,
         )
     return predict_volume_3d(
-        torch_predictor(model, device, "3d"),
+        torch_predictor(model, device, "3d", test_time_augmentation),
         source,
         sink,
         tile_px=int(inference_config.get("srcnn_tile_px", 128)),
@@ -299,7 +347,7 @@ def recover_volume(
         software versions and ``provenance``.
     inference_config : ``config['inference']``: ``tile_px``, ``overlap_px``, ``blending``,
         ``batch_size`` (DeepNet); ``srcnn_tile_px``, ``srcnn_overlap_px`` (SRCNN-3D, same blending
-        and batch size).
+        and batch size); ``test_time_augmentation`` (both, see :func:`torch_predictor`).
     device : torch device; ``None`` takes one with :func:`resrecover.methods.device.acquire_device`
         (a free GPU, locked for the job, else the CPU).
     max_memory_gb : RAM budget (GB) of the recovery: network activations, tiling buffers and
@@ -359,6 +407,7 @@ def recover_volume(
                         "tile_shape": run.tile_shape,
                         "overlap": run.overlap,
                         "blending": blending,
+                        "test_time_augmentation": inference_config.get("test_time_augmentation", "none"),
                         "batch_size": run.batch_size,
                         "slab_slices": run.slab_slices,
                         "backoffs": run.backoffs,
@@ -388,14 +437,17 @@ def recover_volume_job(job, config: dict, **provenance) -> TilingRun:
 
     ``job`` is Snakemake's ``snakemake`` object (or any object alike): ``input.weights``,
     ``input.settings``, ``input.volume``, ``output[0]``, ``threads`` and ``wildcards.realization``,
-    ``wildcards.sigma``. Torch runs on :func:`~resrecover.methods.device.torch_thread_count`
+    ``wildcards.sigma``, and ``wildcards.member`` for a trust ensemble's extra network (none, or 0:
+    the study's model). Torch runs on :func:`~resrecover.methods.device.torch_thread_count`
     threads of the validated ``config``; the budget is ``config['compute']['max_memory_gb']``; the
-    provenance holds the config hash, the seed, the realization and σ, then ``provenance`` (e.g.
-    ``ensemble_member``) in the order given.
+    provenance holds the config hash, the seed, the realization and σ, ``ensemble_member`` (members
+    1, 2, ... only), then ``provenance`` in the order given.
     """
     from resrecover.config import config_hash
     from resrecover.methods.device import torch_runtime, torch_thread_count
+    from resrecover.snakemake_support import ensemble_member
 
+    member = ensemble_member(job.wildcards)
     with torch_runtime(torch_thread_count(config, job.threads)):
         return recover_volume(
             job.input.weights,
@@ -408,5 +460,6 @@ def recover_volume_job(job, config: dict, **provenance) -> TilingRun:
             seed=config["seed"],
             realization=job.wildcards.realization,
             sigma_um=float(job.wildcards.sigma),
+            **({"ensemble_member": member} if member else {}),
             **provenance,
         )
