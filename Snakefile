@@ -19,6 +19,7 @@ wildcard_constraints:
     sigma=alternatives(ALL_SIGMAS),
     method=alternatives([*EVALUATED, *ENSEMBLE_METHODS]),
     network=alternatives(NETWORKS or ["none"]),
+    member=MEMBER,
     settings=alternatives(TUNING["settings"]),
 
 

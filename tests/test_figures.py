@@ -16,7 +16,7 @@ from skimage.metrics import structural_similarity
 from resrecover import ResrecoverError
 from resrecover.config import load_config, sigma_tag
 from resrecover.figures import FIGURE_NAMES, METHOD_COLORS, METHOD_LABELS, METHOD_ORDER, make_figure
-from resrecover.figures.data import parse_result_path, parse_sigma
+from resrecover.figures.data import result_key, table_key
 from resrecover.figures.images import scale_bar_length_um
 from resrecover.figures.plots import sphericity_box
 from resrecover.evaluate.pores import SUMMARY_KEYS
@@ -75,6 +75,12 @@ def pore_table(seed: int, n: int, shrink: float) -> pd.DataFrame:
     )
 
 
+def keyed(table: pd.DataFrame, method: str, realization: str, sigma_um: float) -> pd.DataFrame:
+    """A pore table with the key columns the evaluation writes first."""
+    return pd.concat([pd.DataFrame({"method": method, "realization": realization, "sigma_um": sigma_um},
+                                   index=table.index), table], axis=1)
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory, config):
     """Volumes, maps, tables and pore tables of a tiny run, under the docs/results.md paths."""
@@ -88,9 +94,10 @@ def results(tmp_path_factory, config):
     for r_index, realization in enumerate(REALIZATIONS):
         truth = synthetic_foam(r_index + 1, voxel, radius)
         gt_path = root / "recon" / realization / "ground_truth.h5"
-        write_volume(gt_path, truth, voxel)
+        # the attributes and key columns the workflow's steps write (docs/results.md)
+        write_volume(gt_path, truth, voxel, realization=realization, sigma_um=0.0)
         paths["gt"].append(str(gt_path))
-        gt_pores = pore_table(100 + r_index, 60, 0.0)
+        gt_pores = keyed(pore_table(100 + r_index, 60, 0.0), "ground_truth", realization, np.nan)
         gt_pore_path = root / "pores" / "ground_truth" / f"{realization}.csv"
         gt_pore_path.parent.mkdir(parents=True, exist_ok=True)
         gt_pores.to_csv(gt_pore_path, index=False)
@@ -118,7 +125,7 @@ def results(tmp_path_factory, config):
         for sigma in [1.0, *SIGMAS]:
             recon = degrade(truth, sigma, voxel, seed=10 * r_index + int(sigma))
             path = root / "recon" / realization / f"sigma{sigma_tag(sigma)}.h5"
-            write_volume(path, recon, voxel)
+            write_volume(path, recon, voxel, realization=realization, sigma_um=sigma)
             paths["recon"].append(str(path))
             if sigma == 1.0:
                 continue
@@ -127,7 +134,7 @@ def results(tmp_path_factory, config):
                 volume = recon if method == "fdk" else degrade(truth, residual, voxel, seed=m_index + 7)
                 if method != "fdk":
                     path = root / "recovered" / method / realization / f"sigma{sigma_tag(sigma)}.h5"
-                    write_volume(path, volume, voxel)
+                    write_volume(path, volume, voxel, method=method, realization=realization, sigma_um=sigma)
                     paths["recovered"].append(str(path))
                 mse = float(np.mean((volume - truth) ** 2))
                 ssim = float(structural_similarity(truth, volume, data_range=1.0, win_size=5))
@@ -141,6 +148,7 @@ def results(tmp_path_factory, config):
                 best.append([method, realization, sigma, float(k), 2.3548 * k, curve[k]])
                 shrink = RESIDUAL_BLUR[method] * sigma / 9
                 pores = pore_table(1000 * r_index + 10 * m_index + int(sigma), int(60 * (1 - 0.4 * shrink)), shrink)
+                pores = keyed(pores, method, realization, sigma)
                 if method != "fdk":
                     pore_path = root / "pores" / method / realization / f"sigma{sigma_tag(sigma)}.csv"
                     pore_path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +177,8 @@ def results(tmp_path_factory, config):
                 if realization == "alternate" and method != "fdk":
                     score_map = np.clip(1 - np.abs(volume - truth), 0, 1).astype(np.float32)
                     path = root / "maps" / "msssim" / method / "alternate" / f"sigma{sigma_tag(sigma)}.h5"
-                    write_volume(path, score_map, voxel, msssim=float(score_map.mean()))
+                    write_volume(path, score_map, voxel, msssim=float(score_map.mean()), method=method,
+                                 realization=realization, sigma_um=sigma)
                     paths["maps"].append(str(path))
 
     tables = root / "tables"
@@ -196,18 +205,23 @@ def figure_inputs(name: str, paths: dict, methods=METHODS) -> dict:
     def keep(files, realization=None):
         out = []
         for f in files:
-            entry = parse_result_path(f)
-            if entry.method in methods and (realization is None or entry.realization == realization):
+            if f.endswith(".csv"):
+                method, entry_realization, _ = table_key(pd.read_csv(f), f)
+            else:
+                entry = result_key(f)
+                method, entry_realization = entry.method, entry.realization
+            if method in methods and (realization is None or entry_realization == realization):
                 out.append(f)
         return out
 
-    alternate_recon = [p for p in paths["recon"] if "/alternate/" in p and parse_sigma(p) != 1.0]
+    alternate_recon = [p for p in paths["recon"] if result_key(p, "fdk").realization == "alternate"
+                       and result_key(p, "fdk").sigma_um != 1.0]
     return {
         "fig1_training_pairs": {"volumes": [p for p in paths["recon"] if "/train/" in p]},
         "fig2_deepnet_train_vs_alternate": {
             "image_metrics": paths["image_metrics"],
             "pores_summary": paths["pores_summary"],
-            "volumes": [f for f in keep(paths["recovered"]) if parse_result_path(f).method == "deepnet"],
+            "volumes": [f for f in keep(paths["recovered"]) if result_key(f).method == "deepnet"],
             "ground_truth": paths["gt"],
         },
         "fig3_image_metrics": {"image_metrics": paths["image_metrics"]},
@@ -369,17 +383,27 @@ def test_sigma_levels_come_from_the_data_and_config(results, config, tmp_path):
         assert list(line.get_xdata()) == [9.0]
 
 
-def test_result_paths_are_parsed():
-    assert parse_sigma("results/recon/train/sigma2.5.h5") == 2.5
-    assert parse_sigma("results/recon/train/ground_truth.h5") is None
-    entry = parse_result_path("results/recovered/srcnn/alternate/sigma9.h5")
+def test_result_keys_come_from_the_files_not_their_paths(tmp_path):
+    """(method, realization, σ) as the writing step recorded it: HDF5 attributes, a table's key columns."""
+    volume = np.zeros((2, 3, 3), np.float32)
+    # a name that says nothing: the keys are in the file
+    write_volume(tmp_path / "a.h5", volume, 4.0, method="srcnn", realization="alternate", sigma_um=9.0)
+    entry = result_key(tmp_path / "a.h5")
     assert (entry.method, entry.realization, entry.sigma_um) == ("srcnn", "alternate", 9.0)
-    entry = parse_result_path("results/recon/train/sigma3.h5")
+    write_volume(tmp_path / "b.h5", volume, 4.0, method="rl", realization="train", sigma_um=[2.5, 2.5, 2.5])
+    assert result_key(tmp_path / "b.h5").sigma_um == 2.5  # Richardson-Lucy's per-axis σ
+    # a reconstruction names no method: the caller gives its role
+    write_volume(tmp_path / "c.h5", volume, 4.0, realization="train", sigma_um=3.0)
+    entry = result_key(tmp_path / "c.h5", "fdk")
     assert (entry.method, entry.realization, entry.sigma_um) == ("fdk", "train", 3.0)
-    entry = parse_result_path("results/pores/ground_truth/alternate.csv")
+    write_volume(tmp_path / "d.h5", volume, 4.0, realization="alternate", sigma_um=0.0)
+    entry = result_key(tmp_path / "d.h5", "ground_truth")
     assert (entry.method, entry.realization, entry.sigma_um) == ("ground_truth", "alternate", None)
-    entry = parse_result_path("results/maps/msssim/rl/alternate/sigma3.h5")
-    assert (entry.method, entry.realization) == ("rl", "alternate")
+    table = pd.DataFrame({"method": ["ground_truth"] * 2, "realization": "alternate", "sigma_um": np.nan, "label": [1, 2]})
+    assert table_key(table, "t.csv") == ("ground_truth", "alternate", None)
+    assert table_key(table.iloc[:0], "t.csv") is None  # no pores: nothing to draw
+    with pytest.raises(ResrecoverError, match="2 volumes"):
+        table_key(table.assign(method=["deepnet", "rl"]), "t.csv")
 
 
 def test_small_helpers():

@@ -130,9 +130,9 @@ def test_snakemake_job_blocks_are_parsed():
         "[Mon Nov 30 02:32:24 2026]\n"
         "localrule train:\n"
         "    input: results/recon/train/sigma3.h5, results/recon/train/sigma1.h5\n"
-        "    output: results/models/deepnet/sigma3/model.safetensors, results/models/deepnet/sigma3/model.json\n"
-        "    log: logs/train/deepnet/sigma3.log\n"
-        "    wildcards: network=deepnet, sigma=3\n"
+        "    output: results/models/deepnet/sigma3/member0/model.safetensors, results/models/deepnet/sigma3/member0/model.json\n"
+        "    log: logs/train/deepnet/sigma3/member0.log\n"
+        "    wildcards: network=deepnet, sigma=3, member=0\n"
         "    resources: tmpdir=/tmp, gpu=1, mem_mb=16000, runtime=240\n"
         "Shell command: None\n\n"
         "rule phantom:\n"
@@ -140,8 +140,8 @@ def test_snakemake_job_blocks_are_parsed():
         "    resources: tmpdir=/tmp, mem_mb=8000\n"
     )
     train, phantom = parse_job_blocks(text)
-    assert train["rule"] == "train" and train["log"] == ["logs/train/deepnet/sigma3.log"]
-    assert train["wildcards"] == {"network": "deepnet", "sigma": "3"} and uses_gpu(train)
+    assert train["rule"] == "train" and train["log"] == ["logs/train/deepnet/sigma3/member0.log"]
+    assert train["wildcards"] == {"network": "deepnet", "sigma": "3", "member": "0"} and uses_gpu(train)
     assert train["input"][1] == "results/recon/train/sigma1.h5"
     assert phantom["output"] == ["results/phantoms/train.h5"] and not uses_gpu(phantom)
 
@@ -162,6 +162,11 @@ def test_every_gpu_rule_has_a_gpu_partition_in_the_slurm_profile():
             name = re.match(r"(?:local)?rule (\w+):", block)
             if name and re.search(r"^\s+gpu=1,", block, re.M):
                 gpu_rules.append(name.group(1))
-    assert {"train", "recover_network", "richardson_lucy"} <= set(gpu_rules)
+    # `use rule X as Y with:` makes Y a GPU rule when X is one (recover_ensemble_member)
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        for base, derived in re.findall(r"^use rule (\w+) as (\w+)", smk.read_text(), flags=re.M):
+            if base in gpu_rules:
+                gpu_rules.append(derived)
+    assert {"train", "recover_network", "richardson_lucy", "recover_ensemble_member"} <= set(gpu_rules)
     wrong = [r for r in gpu_rules if profile.get(r, {}).get("gpu") != 1 or "slurm_partition" not in profile.get(r, {})]
     assert not wrong, f"GPU rules without gpu: 1 and a GPU partition in profiles/slurm: {wrong}"

@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from resrecover.config import load_config
+from resrecover.config import load_config, training_seed
 from resrecover.masks import disc_mask
 from resrecover.methods.modelio import check_safetensors_file, load_model, read_json
 from resrecover.methods.training import (
@@ -427,15 +427,17 @@ def test_workflow_script_trains_with_the_config_fov(config, pair, tmp_path):
             settings=str(out / "model.json"),
             train_log=str(out / "train_log.csv"),
         ),
-        params=SimpleNamespace(checkpoint_dir=str(out / "checkpoints"), seed=7),
-        wildcards=SimpleNamespace(network="deepnet", sigma="3"),
+        params=SimpleNamespace(checkpoint_dir=str(out / "checkpoints")),
+        wildcards=SimpleNamespace(network="deepnet", sigma="3", member="2"),
         threads=1,
         log=[str(tmp_path / "train.log")],
         config=cfg,
     )
     runpy.run_path(str(REPO / "workflow" / "scripts" / "train.py"), init_globals={"snakemake": smk})
     model, settings = load_model(out / "model.safetensors", out / "model.json")
-    assert settings["fov_masked"] and settings["seed"] == 7 and settings["iterations"] == 3
+    # the seed comes from the package: the member's training_seed, not a rule parameter
+    assert settings["seed"] == training_seed(cfg["seed"], "deepnet", 3.0, 2) != training_seed(cfg["seed"], "deepnet", 3.0)
+    assert settings["fov_masked"] and settings["iterations"] == 3
     assert "train deepnet" in (tmp_path / "train.log").read_text()  # the progress bar went to the log
     assert len(pd.read_csv(out / "train_log.csv")) == 3
 

@@ -242,6 +242,9 @@ def test_maps_and_pore_tables_follow_the_results_contract(tmp_path):
     for pattern in ('"results/trust/{method}/{realization}/sigma{sigma}.h5"',
                     '"results/trust/pores/{method}/{realization}/sigma{sigma}.csv"',
                     '"results/recovered/{network}_ensemble/{realization}/sigma{sigma}.h5"',
-                    '"results/models/{network}/sigma{sigma}/ensemble/member{k}/model.safetensors"',
                     '"results/tables/trust_validation.csv"'):
         assert pattern in rules
+    # every member's model (0: the study's) in one layout, made by rule train (train.smk)
+    common = (REPO / "workflow/rules/common.smk").read_text()
+    assert 'MODEL_DIR = "results/models/{network}/sigma{sigma}/member{member}"' in common
+    assert 'f"{MODEL_DIR}/model.safetensors"' in (REPO / "workflow/rules/train.smk").read_text()

@@ -84,7 +84,7 @@ def test_simulation_training_and_recovery_are_deterministic(test_preset_run, tmp
     """The train realization's phantom and scans, one SRCNN training and the recoveries of one σ, run
     again from scratch in a fresh folder: the same data as the shared run, bit for bit (network
     recoveries to 1e-6)."""
-    model = "results/models/srcnn/sigma9/model.safetensors"
+    model = "results/models/srcnn/sigma9/member0/model.safetensors"
     recovered = ["results/recovered/srcnn/train/sigma9.h5", "results/recovered/rl/train/sigma9.h5"]
     run_snakemake("--cores", "2", "--configfile", TEST_CONFIG, "--directory", tmp_path, model, *recovered)
 
@@ -114,7 +114,7 @@ def test_a_killed_training_resumes_to_the_same_weights(test_preset_run, tmp_path
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)  # mtimes kept: the scans stay up to date
     override = tmp_path / "checkpoint_every.yaml"
     override.write_text(CHECKPOINT_EVERY_ITERATION)
-    model_dir = "results/models/deepnet/sigma3"
+    model_dir = "results/models/deepnet/sigma3/member0"
     target = f"{model_dir}/model.safetensors"
     args = ["--cores", "2", "--configfile", TEST_CONFIG, override, "--directory", tmp_path]
 
@@ -134,7 +134,7 @@ def test_a_killed_training_resumes_to_the_same_weights(test_preset_run, tmp_path
     # after a hard kill Snakemake's directory lock is stale: `--unlock` is the documented recovery
     run_snakemake("--unlock", *args)
     run_snakemake(*args, target)
-    log = (tmp_path / "logs/train/deepnet/sigma3.log").read_text()
+    log = (tmp_path / "logs/train/deepnet/sigma3/member0.log").read_text()
     assert "resuming deepnet training at iteration" in log, log[-2000:]
     _assert_same_weights(test_preset_run / target, tmp_path / target)
     assert not list((tmp_path / model_dir).rglob("checkpoint-*")), "checkpoints left after the resumed run"

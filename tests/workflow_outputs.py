@@ -27,7 +27,9 @@ def expected_outputs(config_path: Path) -> list[str]:
     for m in c["methods"]:
         if m in ("deepnet", "srcnn"):
             for s in lres:
-                out += [f"results/models/{m}/sigma{s}/{f}" for f in ("model.safetensors", "model.json", "train_log.csv")]
+                # member 0: the study's model (members 1, 2, ... are a trust ensemble's extra networks)
+                out += [f"results/models/{m}/sigma{s}/member0/{f}"
+                        for f in ("model.safetensors", "model.json", "train_log.csv")]
     # own scans (workflow/rules/pairs.smk): each configured pair's recoveries; the example's scores
     for pair in c["pairs"]:
         out += [f"results/pairs/{pair['name']}/recovered/{m}.h5" for m in pair["methods"]]

@@ -52,3 +52,31 @@ def validated_config(snakemake) -> dict:
     from .config import validate_config
 
     return validate_config(dict(snakemake.config))
+
+
+def ensemble_member(wildcards) -> int:
+    """The network a job trains or applies: its ``member`` wildcard; 0 (the study's model) when it has none.
+
+    Members 1, 2, ... are a trust ensemble's extra networks (rules ``train``, ``recover_ensemble_member``).
+    """
+    return int(getattr(wildcards, "member", 0))
+
+
+def keyed_inputs(keys, **files) -> list[dict]:
+    """One dict per key of a rule's params (wildcard values: ``method``, ``realization``,
+    ``sigma``), with ``sigma_um`` as a number and, under each name of ``files``, that input list's
+    file at the key's position (the rule lists those inputs from the same keys, in the same order).
+    """
+    keys = list(keys)
+    lists = {name: [str(f) for f in paths] for name, paths in files.items()}
+    for name, paths in lists.items():
+        if len(paths) != len(keys):
+            raise ValueError(f"input {name}: {len(paths)} files for {len(keys)} keys; expected one file per key")
+    out = []
+    for i, key in enumerate(keys):
+        entry = {k: v for k, v in dict(key).items() if k != "sigma"}
+        if "sigma" in key:
+            entry["sigma_um"] = float(key["sigma"])
+        entry.update({name: paths[i] for name, paths in lists.items()})
+        out.append(entry)
+    return out

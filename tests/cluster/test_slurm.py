@@ -55,7 +55,7 @@ OUTPUTS = [
     "results/recon/train/ground_truth.h5",
     "results/recon/train/sigma1.h5",
     "results/recon/train/sigma9.h5",
-    "results/models/deepnet/sigma9/model.safetensors",
+    "results/models/deepnet/sigma9/member0/model.safetensors",
     TARGET,
 ]
 GPU_RULES = {"train", "recover_network"}

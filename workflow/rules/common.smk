@@ -9,9 +9,9 @@ from resrecover.config import (
     all_sigmas,
     derive_seed,
     sigma_tag,
-    training_seed,
     validate_config,
 )
+from resrecover.snakemake_support import ensemble_member
 
 try:
     validate_config(config)
@@ -46,31 +46,30 @@ def alternatives(values):
     return "|".join(re.escape(v) for v in values)
 
 
+# Trained networks (train.smk): one folder per network, σ and member. Member 0 is the study's model;
+# members 1, 2, ... are a trust ensemble's extra networks (trust.smk), trained alike from their own seed.
+MODEL_DIR = "results/models/{network}/sigma{sigma}/member{member}"
+MEMBER = "0|[1-9][0-9]*"
+EXTRA_MEMBER = "[1-9][0-9]*"
+# an extra member's recovery, by recover_ensemble_member (trust.smk), is temporary: the ensemble rule combines them
+MEMBER_RECOVERED = (
+    "results/trust/members/{network}/{realization}/sigma{sigma}/member{member}.h5"
+)
+
+
+def network_model(wc):
+    """The model a network recovery applies: its job's member (0, the study's model, when the output names none)."""
+    folder = MODEL_DIR.format(
+        network=wc.network, sigma=wc.sigma, member=ensemble_member(wc)
+    )
+    return {
+        "weights": f"{folder}/model.safetensors",
+        "settings": f"{folder}/model.json",
+    }
+
+
 def recovered(method, realization, sigma):
     return f"results/recovered/{method}/{realization}/sigma{sigma}.h5"
-
-
-def final_outputs():
-    return [
-        *expand(
-            "results/recon/{realization}/sigma{sigma}.h5",
-            realization=REALIZATIONS,
-            sigma=ALL_SIGMAS,
-        ),
-        *expand(
-            "results/recon/{realization}/ground_truth.h5", realization=REALIZATIONS
-        ),
-        *expand(
-            "results/recovered/{method}/{realization}/sigma{sigma}.h5",
-            method=METHODS,
-            realization=REALIZATIONS,
-            sigma=LRES_SIGMAS,
-        ),
-        *TABLES,
-        *FIGURES,
-        *trust_outputs(),
-        *PAIR_TARGETS,
-    ]
 
 
 def evaluated_volume(wc):
@@ -129,6 +128,39 @@ TUNING = {
 }
 
 
+# Your own scans (docs/own_scans.md; rules in pairs.smk): the `pairs:` block by name, plus the synthetic pair
+# `example` when multiscale_example.enabled. The example's two scans are the pair's inputs, so they are
+# written where inputs live: resources/.
+from resrecover.ownscan.pairs import configured_pairs, volume_file
+
+EXAMPLE_DIR = "resources/multiscale_example"
+try:
+    PAIRS = configured_pairs(config, EXAMPLE_DIR)
+except ConfigError as exc:
+    sys.exit(f"config error: {exc}")
+PAIR_PATTERN = alternatives(list(PAIRS) or ["none"])
+# the final outputs of the pairs: their recovered volumes, and the example's scores
+PAIR_TARGETS = [
+    f"results/pairs/{name}/recovered/{m}.h5"
+    for name, pair in PAIRS.items()
+    for m in pair["methods"]
+]
+if config["multiscale_example"]["enabled"]:
+    PAIR_TARGETS += [
+        "results/pairs/example/registration_error.csv",
+        "results/pairs/example/recovery_metrics.csv",
+    ]
+
+
+def pair_inputs(wc):
+    """A pair's two scans (the file of a `scan.h5:/dataset` spec) and, for the example, its stage offset."""
+    pair = PAIRS[wc.pair]
+    inputs = {"low": volume_file(pair["low"]), "high": volume_file(pair["high"])}
+    if pair["offset_file"]:
+        inputs["offset"] = pair["offset_file"]
+    return inputs
+
+
 # ---- trust maps without ground truth (workflow/rules/trust.smk; config `trust:`) ----
 from resrecover.trust import trust_plan
 
@@ -153,10 +185,26 @@ def ensemble_members(wc):
     return [
         recovered(wc.network, wc.realization, wc.sigma),
         *(
-            f"results/trust/members/{wc.network}/{wc.realization}/sigma{wc.sigma}/member{k}.h5"
+            MEMBER_RECOVERED.format(
+                network=wc.network, realization=wc.realization, sigma=wc.sigma, member=k
+            )
             for k in range(1, TRUST["ensemble_size"])
         ),
     ]
+
+
+# The recoveries rule trust_validation checks, one per method and σ on the alternate realization. Its inputs
+# are listed from these keys and the keys go along as params, so no step reads a key out of a path.
+TRUST_VALIDATION_KEYS = [
+    {"method": m, "realization": "alternate", "sigma": s}
+    for m in TRUST_METHODS
+    for s in TRUST_SIGMAS
+]
+
+
+def keyed_paths(pattern, keys):
+    """One path per key (a dict of wildcard values), in the keys' order."""
+    return [pattern.format(**key) for key in keys]
 
 
 def recovered_for_trust(wc):
@@ -220,34 +268,25 @@ def trust_outputs():
     ]
 
 
-# Your own scans (docs/own_scans.md; rules in pairs.smk): the `pairs:` block by name, plus the synthetic pair
-# `example` when multiscale_example.enabled. The example's two scans are the pair's inputs, so they are
-# written where inputs live: resources/.
-from resrecover.ownscan.pairs import configured_pairs, volume_file
-
-EXAMPLE_DIR = "resources/multiscale_example"
-try:
-    PAIRS = configured_pairs(config, EXAMPLE_DIR)
-except ConfigError as exc:
-    sys.exit(f"config error: {exc}")
-PAIR_PATTERN = alternatives(list(PAIRS) or ["none"])
-# the final outputs of the pairs: their recovered volumes, and the example's scores
-PAIR_TARGETS = [
-    f"results/pairs/{name}/recovered/{m}.h5"
-    for name, pair in PAIRS.items()
-    for m in pair["methods"]
-]
-if config["multiscale_example"]["enabled"]:
-    PAIR_TARGETS += [
-        "results/pairs/example/registration_error.csv",
-        "results/pairs/example/recovery_metrics.csv",
+# ---- the default target, every output of the study (the Snakefile's `all`) ----
+def final_outputs():
+    return [
+        *expand(
+            "results/recon/{realization}/sigma{sigma}.h5",
+            realization=REALIZATIONS,
+            sigma=ALL_SIGMAS,
+        ),
+        *expand(
+            "results/recon/{realization}/ground_truth.h5", realization=REALIZATIONS
+        ),
+        *expand(
+            "results/recovered/{method}/{realization}/sigma{sigma}.h5",
+            method=METHODS,
+            realization=REALIZATIONS,
+            sigma=LRES_SIGMAS,
+        ),
+        *TABLES,
+        *FIGURES,
+        *trust_outputs(),
+        *PAIR_TARGETS,
     ]
-
-
-def pair_inputs(wc):
-    """A pair's two scans (the file of a `scan.h5:/dataset` spec) and, for the example, its stage offset."""
-    pair = PAIRS[wc.pair]
-    inputs = {"low": volume_file(pair["low"]), "high": volume_file(pair["high"])}
-    if pair["offset_file"]:
-        inputs["offset"] = pair["offset_file"]
-    return inputs

@@ -1,10 +1,12 @@
 # Stage 3b: recover every LRES volume of both realizations (docs/design.md#recovery).
 
 
+# One rule applies every trained network: the study's model (member 0) here; a trust ensemble's extra
+# members (1, 2, ...) through `use rule recover_network as recover_ensemble_member` (trust.smk), which only
+# moves the output to a temporary file (an output's temp() flag cannot depend on a wildcard).
 rule recover_network:
     input:
-        weights="results/models/{network}/sigma{sigma}/model.safetensors",
-        settings="results/models/{network}/sigma{sigma}/model.json",
+        unpack(network_model),
         volume="results/recon/{realization}/sigma{sigma}.h5",
     output:
         "results/recovered/{network}/{realization}/sigma{sigma}.h5",

@@ -1,4 +1,6 @@
 # Stage 3a: train DeepNet and SRCNN-3D on the training realization, LRES input -> HRES target (docs/design.md#training).
+# Member 0 is the study's model; members 1, 2, ... are a trust ensemble's extra networks (trust.smk), trained
+# alike from their own seed (resrecover.config.training_seed, computed in the package from the wildcards).
 
 
 rule train:
@@ -6,13 +8,13 @@ rule train:
         lres="results/recon/train/sigma{sigma}.h5",
         hres=f"results/recon/train/sigma{TARGET_SIGMA}.h5",
     output:
-        weights="results/models/{network}/sigma{sigma}/model.safetensors",
-        settings="results/models/{network}/sigma{sigma}/model.json",
-        train_log="results/models/{network}/sigma{sigma}/train_log.csv",
+        weights=f"{MODEL_DIR}/model.safetensors",
+        settings=f"{MODEL_DIR}/model.json",
+        train_log=f"{MODEL_DIR}/train_log.csv",
     log:
-        "logs/train/{network}/sigma{sigma}.log",
+        "logs/train/{network}/sigma{sigma}/member{member}.log",
     benchmark:
-        "results/benchmarks/train/{network}/sigma{sigma}.tsv"
+        "results/benchmarks/train/{network}/sigma{sigma}/member{member}.tsv"
     retries: 1
     conda:
         "../../envs/torch.yaml"
@@ -22,7 +24,6 @@ rule train:
         mem_mb=16000,
         runtime=240,
     params:
-        checkpoint_dir="results/models/{network}/sigma{sigma}/checkpoints",
-        seed=lambda wc: training_seed(config["seed"], wc.network, float(wc.sigma)),
+        checkpoint_dir=f"{MODEL_DIR}/checkpoints",
     script:
         "../scripts/train.py"

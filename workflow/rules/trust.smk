@@ -5,60 +5,18 @@
 # what the ground truth finds (MS-SSIM maps, spurious pores): results/tables/trust_validation.csv.
 
 
-rule train_ensemble_member:
-    input:
-        lres="results/recon/train/sigma{sigma}.h5",
-        hres=f"results/recon/train/sigma{TARGET_SIGMA}.h5",
+# The ensemble's extra members: trained by rule `train` (member 1, 2, ...; train.smk) and applied by the
+# network-recovery rule itself, with the member's model; their recoveries are temporary (only the ensemble's
+# mean and spread are kept).
+use rule recover_network as recover_ensemble_member with:
     output:
-        weights="results/models/{network}/sigma{sigma}/ensemble/member{k}/model.safetensors",
-        settings="results/models/{network}/sigma{sigma}/ensemble/member{k}/model.json",
-        train_log="results/models/{network}/sigma{sigma}/ensemble/member{k}/train_log.csv",
+        temp(MEMBER_RECOVERED),
     log:
-        "logs/trust/train/{network}/sigma{sigma}/member{k}.log",
+        "logs/trust/recover/{network}/{realization}/sigma{sigma}/member{member}.log",
     benchmark:
-        "results/benchmarks/trust/train/{network}/sigma{sigma}/member{k}.tsv"
+        "results/benchmarks/trust/recover/{network}/{realization}/sigma{sigma}/member{member}.tsv"
     wildcard_constraints:
-        k="[1-9][0-9]*",
-    retries: 1
-    conda:
-        "../../envs/torch.yaml"
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=240,
-    params:
-        checkpoint_dir="results/models/{network}/sigma{sigma}/ensemble/member{k}/checkpoints",
-        seed=lambda wc: training_seed(
-            config["seed"], wc.network, float(wc.sigma), int(wc.k)
-        ),
-    script:
-        "../scripts/trust_train_member.py"
-
-
-rule recover_ensemble_member:
-    input:
-        weights="results/models/{network}/sigma{sigma}/ensemble/member{k}/model.safetensors",
-        settings="results/models/{network}/sigma{sigma}/ensemble/member{k}/model.json",
-        volume="results/recon/{realization}/sigma{sigma}.h5",
-    output:
-        temp("results/trust/members/{network}/{realization}/sigma{sigma}/member{k}.h5"),
-    log:
-        "logs/trust/recover/{network}/{realization}/sigma{sigma}/member{k}.log",
-    benchmark:
-        "results/benchmarks/trust/recover/{network}/{realization}/sigma{sigma}/member{k}.tsv"
-    wildcard_constraints:
-        k="[1-9][0-9]*",
-    retries: 1
-    conda:
-        "../../envs/torch.yaml"
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=120,
-    script:
-        "../scripts/trust_recover_member.py"
+        member=EXTRA_MEMBER,
 
 
 rule ensemble:
@@ -131,25 +89,25 @@ rule trust_pores:
         "../scripts/trust_pores.py"
 
 
+# maps, msssim, pores and lres hold one file per entry of params.volumes, in its order (keyed_paths)
 rule trust_validation:
     input:
-        maps=expand(
-            "results/trust/{method}/alternate/sigma{sigma}.h5",
-            method=TRUST_METHODS,
-            sigma=TRUST_SIGMAS,
+        maps=keyed_paths(
+            "results/trust/{method}/{realization}/sigma{sigma}.h5",
+            TRUST_VALIDATION_KEYS,
         ),
-        msssim=expand(
-            "results/maps/msssim/{method}/alternate/sigma{sigma}.h5",
-            method=TRUST_METHODS,
-            sigma=TRUST_SIGMAS,
+        msssim=keyed_paths(
+            "results/maps/msssim/{method}/{realization}/sigma{sigma}.h5",
+            TRUST_VALIDATION_KEYS,
         ),
-        pores=expand(
-            "results/trust/pores/{method}/alternate/sigma{sigma}.csv",
-            method=TRUST_METHODS,
-            sigma=TRUST_SIGMAS,
+        pores=keyed_paths(
+            "results/trust/pores/{method}/{realization}/sigma{sigma}.csv",
+            TRUST_VALIDATION_KEYS,
+        ),
+        lres=keyed_paths(
+            "results/recon/{realization}/sigma{sigma}.h5", TRUST_VALIDATION_KEYS
         ),
         summaries=trust_summaries(),
-        lres=expand("results/recon/alternate/sigma{sigma}.h5", sigma=TRUST_SIGMAS),
         ground_truth="results/recon/alternate/ground_truth.h5",
     output:
         report(
@@ -168,6 +126,8 @@ rule trust_validation:
     resources:
         mem_mb=8000,
         runtime=30,
+    params:
+        volumes=TRUST_VALIDATION_KEYS,
     script:
         "../scripts/trust_validation.py"
 

@@ -1,6 +1,5 @@
 """Rule learning_curve: train a network on `train` under named settings; score its snapshots on `validation`."""
 
-from resrecover.config import training_seed
 from resrecover.evaluate.learning_curve import default_snapshots, learning_curve, settings_variant, validation_set
 from resrecover.methods.device import acquire_device, torch_thread_count
 from resrecover.methods.training import training_settings
@@ -21,7 +20,6 @@ with script_logging(snakemake):  # noqa: F821
             config,
             sigma_um,
             work_dir=snakemake.params.work_dir,  # noqa: F821
-            seed=training_seed(config["seed"], wildcards.network, sigma_um),
             settings_label=wildcards.settings,
             snapshots=default_snapshots(iterations, config["tuning"]["snapshots"]),
             threads=torch_thread_count(config, snakemake.threads),  # noqa: F821

@@ -168,7 +168,7 @@ def learning_curve(
     config: dict,
     sigma_um: float,
     work_dir: str | Path,
-    seed: int,
+    seed: int | None = None,
     settings_label: str = CHOSEN,
     snapshots=None,
     threads: int | None = None,
@@ -184,6 +184,9 @@ def learning_curve(
     validation : the validation realization's files at ``sigma_um``.
     work_dir : the run's model files and checkpoints; a re-run starts the training afresh (a
         resumed run could not score the snapshots before its checkpoint).
+    seed : the training's seed; ``None``: the study's model's,
+        :func:`resrecover.config.training_seed` (member 0), so that the last snapshot of the
+        "chosen" curve is the study's model itself.
     settings_label : the ``settings`` column of the curve (e.g. 'chosen', 'previous').
     snapshots : iterations to score (``None``: :func:`default_snapshots`).
     out_csv : written atomically when given (columns :data:`CURVE_COLUMNS`).
@@ -192,9 +195,12 @@ def learning_curve(
     -------
     DataFrame with one row per snapshot.
     """
+    from ..config import training_seed
     from ..methods.infer import recover_source
     from ..methods.training import train_model, training_settings
 
+    if seed is None:
+        seed = training_seed(config["seed"], method, sigma_um)
     block = training_settings(config, method, sigma_um)
     snapshots = sorted(set(snapshots or default_snapshots(int(block["iterations"]))))
     volume, _, reference, gt_labels, gt_table = validation.load()

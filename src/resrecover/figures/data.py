@@ -1,6 +1,9 @@
-"""What the figures read: result paths parsed into (method, realization, σ), tables, central slices.
+"""What the figures read: result files with the keys their writers recorded, tables, central slices.
 
-Only the central z slice of a volume is read (a 512³ float32 volume is 0.5 GB; fig4 shows 17 of them).
+A result's (method, realization, σ) is read from the file itself, never from its path: the
+attributes ``method``, ``realization`` and ``sigma_um`` of an HDF5 result (recovered volumes, maps),
+the key columns of a table. Only the central z slice of a volume is read (a 512³ float32 volume is
+0.5 GB; fig4 shows 17 of them).
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .. import ResrecoverError
 from ..io import InputError, read_volume_lazy, volume_info
+from ..io.volume import open_hdf5_file
 
 
 @dataclass(frozen=True)
 class ResultPath:
-    """A result file of the docs/results.md layout and what its path says about it."""
+    """A result file of the docs/results.md layout and the keys its writer recorded in it."""
 
     path: str
     method: str | None
@@ -36,37 +39,50 @@ def as_path_list(value) -> list[str]:
     return [str(v) for v in value]
 
 
-def parse_sigma(path: str | os.PathLike) -> float | None:
-    """σ in µm from a result file name: ``sigma3.h5`` -> 3.0, ``sigma2.5.csv`` -> 2.5; None otherwise."""
-    stem = Path(path).stem
-    if not stem.startswith("sigma"):
+def _scalar_sigma(path, value) -> float | None:
+    """σ (µm) of an attribute: a number, or a per-axis triple whose axes agree (Richardson-Lucy)."""
+    if value is None:
         return None
-    try:
-        return float(stem[len("sigma") :])
-    except ValueError as exc:
-        raise ResrecoverError(f"{path}: cannot read σ from the file name; expected e.g. sigma3.h5") from exc
+    values = np.unique(np.asarray(value, dtype=float).ravel())
+    if values.size != 1:
+        raise InputError(f"{path}: attribute sigma_um is {np.asarray(value).tolist()}; expected one σ")
+    return float(values[0])
 
 
-def parse_result_path(path: str | os.PathLike) -> ResultPath:
-    """Read method, realization and σ from a path of the docs/results.md layout.
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
 
-    ``.../{method}/{realization}/sigma{σ}.ext`` (recovered volumes, maps, pore tables),
-    ``.../recon/{realization}/sigma{σ}.h5`` (method ``fdk``),
-    ``.../recon/{realization}/ground_truth.h5`` and ``.../pores/ground_truth/{realization}.csv``
-    (method ``ground_truth``).
+
+def result_key(path: str | os.PathLike, method: str | None = None) -> ResultPath:
+    """(method, realization, σ) of an HDF5 result, from the attributes the step that wrote it recorded.
+
+    Recovered volumes, labels and MS-SSIM and trust maps carry ``method``, ``realization`` and
+    ``sigma_um``. A reconstruction (``results/recon/``) names no method: ``method`` gives the role
+    the caller knows it has (``'fdk'`` for an input, ``'ground_truth'``; a ground truth has no σ).
+    A missing attribute is None.
     """
-    p = Path(path)
-    parts = p.parts
-    if p.stem == "ground_truth":  # results/recon/{realization}/ground_truth.h5
-        return ResultPath(str(path), "ground_truth", parts[-2] if len(parts) > 1 else None, None)
-    if len(parts) > 1 and parts[-2] == "ground_truth":  # results/pores/ground_truth/{realization}.csv
-        return ResultPath(str(path), "ground_truth", p.stem, None)
-    sigma = parse_sigma(p)
-    realization = parts[-2] if len(parts) > 1 else None
-    method = parts[-3] if len(parts) > 2 else None
-    if method == "recon":  # the FDK reconstruction of the degraded scan
-        method = "fdk"
-    return ResultPath(str(path), method, realization, sigma)
+    with open_hdf5_file(path) as fh:
+        attrs = {name: fh.attrs.get(name) for name in ("method", "realization", "sigma_um")}
+    method = method or _text(attrs["method"])
+    sigma = None if method == "ground_truth" else _scalar_sigma(path, attrs["sigma_um"])
+    return ResultPath(str(path), method, _text(attrs["realization"]), sigma)
+
+
+def table_key(table: pd.DataFrame, path: str | os.PathLike) -> tuple[str, str, float | None] | None:
+    """(method, realization, σ) of a per-volume table (a pore table), from its key columns.
+
+    None for a table without rows (a volume without pores); the ground truth's σ is None. A table
+    whose rows name more than one volume is an error.
+    """
+    if table.empty:
+        return None
+    keys = table[["method", "realization", "sigma_um"]].drop_duplicates()
+    if len(keys) != 1:
+        raise InputError(f"{path}: rows of {len(keys)} volumes (method, realization, sigma_um); expected one volume")
+    method, realization, sigma = keys.iloc[0]
+    return str(method), str(realization), None if pd.isna(sigma) else sigma_key(sigma)
 
 
 def read_table(path: str | os.PathLike, required: list[str]) -> pd.DataFrame:

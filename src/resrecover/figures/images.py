@@ -13,9 +13,9 @@ from .data import (
     as_path_list,
     central_slice,
     crop_box,
-    parse_result_path,
     read_attr,
     read_table,
+    result_key,
     select_methods,
     select_sigmas,
     sigma_key,
@@ -87,7 +87,7 @@ def _grey_colorbar(fig, artist, axes) -> None:
 # --------------------------------------------------------------------------------------------- fig1
 def fig1_training_pairs(inputs: dict, config: dict | None) -> Figure:
     """HRES target (σ = target) beside each LRES input, central z slice of the ``train`` realization."""
-    volumes = {parse_result_path(p).sigma_um: p for p in as_path_list(inputs.get("volumes"))}
+    volumes = {result_key(p).sigma_um: p for p in as_path_list(inputs.get("volumes"))}
     volumes = {sigma_key(s): p for s, p in volumes.items() if s is not None}
     target = sigma_key(config["scan"]["target_sigma_um"]) if config else min(volumes, default=1.0)
     sigmas = sorted(volumes, key=lambda s: (s != target, s))  # the target first
@@ -114,9 +114,9 @@ def fig1_training_pairs(inputs: dict, config: dict | None) -> Figure:
 # --------------------------------------------------------------------------------------------- fig2
 def fig2_deepnet_train_vs_alternate(inputs: dict, config: dict | None) -> Figure:
     """DeepNet output on the train and the alternate realization (slices) and its metrics vs σ."""
-    recovered = [parse_result_path(p) for p in as_path_list(inputs.get("volumes"))]
+    recovered = [result_key(p) for p in as_path_list(inputs.get("volumes"))]
     recovered = [r for r in recovered if r.method == "deepnet" and r.sigma_um is not None]
-    truths = {parse_result_path(p).realization: p for p in as_path_list(inputs.get("ground_truth"))}
+    truths = {result_key(p, "ground_truth").realization: p for p in as_path_list(inputs.get("ground_truth"))}
     realizations = [r for r in ("train", "alternate") if r in truths or any(v.realization == r for v in recovered)]
     sigmas = select_sigmas([r.sigma_um for r in recovered], config)
     ncols = 1 + max(len(sigmas), 1)
@@ -218,8 +218,8 @@ def _deepnet_metric_panel(ax, table_path, column: str, ylabel: str, config: dict
 # --------------------------------------------------------------------------------------------- fig4
 def fig4_slice_grid(inputs: dict, config: dict | None) -> Figure:
     """Inputs row + one row per method, σ as columns, plus the ground truth; alternate realization."""
-    entries = [parse_result_path(p) for p in as_path_list(inputs.get("inputs"))]
-    entries += [parse_result_path(p) for p in as_path_list(inputs.get("recovered"))]
+    entries = [result_key(p, "fdk") for p in as_path_list(inputs.get("inputs"))]  # the un-recovered FDK inputs
+    entries += [result_key(p) for p in as_path_list(inputs.get("recovered"))]
     entries = [e for e in entries if e.sigma_um is not None]
     truth = as_path_list(inputs.get("ground_truth"))
     methods = select_methods([e.method for e in entries], config)
@@ -281,7 +281,7 @@ def map_display_range(image: np.ndarray, low_percentile: float = 1.0) -> tuple[f
 
 def fig8_msssim_maps(inputs: dict, config: dict | None) -> Figure:
     """MS-SSIM maps (central slice) per method (rows) and σ (columns); bright = low similarity."""
-    entries = [parse_result_path(p) for p in as_path_list(inputs.get("maps"))]
+    entries = [result_key(p) for p in as_path_list(inputs.get("maps"))]
     entries = [e for e in entries if e.sigma_um is not None]
     methods = select_methods([e.method for e in entries], config)
     sigmas = sorted({sigma_key(e.sigma_um) for e in entries})

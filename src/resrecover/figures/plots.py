@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from ..config import sigma_tag
-from .data import as_path_list, parse_result_path, read_table, select_methods, select_sigmas, sigma_key
+from .data import as_path_list, read_table, select_methods, select_sigmas, sigma_key, table_key
 from .style import (
     BASELINE_LINESTYLE,
     METHOD_LABELS,
@@ -367,12 +367,13 @@ def _draw_box(ax, position: float, values: np.ndarray, color: str, gid: str, rng
 
 
 def _read_pore_tables(paths) -> dict[tuple[str, str, float | None], pd.DataFrame]:
+    """Pore tables by the (method, realization, σ) of their key columns; a table without pores has none to draw."""
     tables = {}
     for path in as_path_list(paths):
-        entry = parse_result_path(path)
-        table = read_table(path, ["sphericity"])
-        key = (entry.method, entry.realization, None if entry.sigma_um is None else sigma_key(entry.sigma_um))
-        tables[key] = table
+        table = read_table(path, ["method", "realization", "sigma_um", "sphericity"])
+        key = table_key(table, path)
+        if key is not None:
+            tables[key] = table
     return tables
 
 

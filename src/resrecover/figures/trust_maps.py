@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from .data import as_path_list, central_slice, crop_box, parse_result_path, read_table, select_methods, sigma_key
+from .data import as_path_list, central_slice, crop_box, read_table, result_key, select_methods, sigma_key
 from .images import _bare_image_axis, _blank, add_scale_bar, map_display_range
 from .style import MSSSIM_CMAP, method_color, method_label, sigma_label
 
@@ -62,9 +62,9 @@ def _label(ax, text: str) -> None:
 
 def fig10_trust_maps(inputs: dict, config: dict | None) -> Figure:
     """MS-SSIM map | residual | disagreement, one row per (method, σ); alternate, central slice."""
-    trust = [parse_result_path(p) for p in as_path_list(inputs.get("maps"))]
+    trust = [result_key(p) for p in as_path_list(inputs.get("maps"))]
     quality = {(e.method, sigma_key(e.sigma_um)): e.path
-               for e in (parse_result_path(p) for p in as_path_list(inputs.get("msssim"))) if e.sigma_um is not None}
+               for e in (result_key(p) for p in as_path_list(inputs.get("msssim"))) if e.sigma_um is not None}
     trust = [e for e in trust if e.sigma_um is not None]
     allowed = dict(config or {})
     if config is not None and "trust" in config:

@@ -343,8 +343,9 @@ def recover_volume(
     weights_path, settings_path : ``model.safetensors`` and ``model.json`` (see :mod:`.modelio`).
     input_path : HDF5 volume (dataset ``volume``, material fraction, attribute ``voxel_size_um``).
     output_path : HDF5 written atomically: dataset ``volume`` (float32, chunked, same shape),
-        attributes ``voxel_size_um``, ``method``, ``model_sha256``, ``inference`` (JSON), the
-        software versions and ``provenance``.
+        attributes ``voxel_size_um``, ``method``, ``model_sha256``, ``inference`` (JSON),
+        ``domain_check`` (JSON, :mod:`resrecover.methods.domain`: is the input like the model's
+        training input? one warning line when not), the software versions and ``provenance``.
     inference_config : ``config['inference']``: ``tile_px``, ``overlap_px``, ``blending``,
         ``batch_size`` (DeepNet); ``srcnn_tile_px``, ``srcnn_overlap_px`` (SRCNN-3D, same blending
         and batch size); ``test_time_augmentation`` (both, see :func:`torch_predictor`).
@@ -374,6 +375,7 @@ def recover_volume(
     from resrecover.io import atomic_output, check_free_disk, read_volume_lazy
     from resrecover.io.hdf5 import create_volume_dataset
     from resrecover.io.hdf5 import provenance as software_versions
+    from resrecover.methods.domain import check_domain, intensity_statistics
     from resrecover.methods.modelio import load_model
 
     model, settings = load_model(weights_path, settings_path, device=device)
@@ -384,6 +386,9 @@ def recover_volume(
         if voxel_size_um is None:
             raise ResrecoverError(f"{input_path}: no attribute 'voxel_size_um'; expected the voxel size in µm")
         roi = check_roi(roi, source.shape)
+        domain = check_domain(settings, intensity_statistics(source), float(voxel_size_um), source.attrs.get("sigma_um"))
+        if not domain.inside:
+            log.warning("%s: %s; the output is not calibrated for this volume", input_path, domain.summary())
         shape = tuple(b - a for a, b in roi)
         check_free_disk(output_path, int(np.prod(shape)) * 4)
         started = time.perf_counter()
@@ -415,6 +420,7 @@ def recover_volume(
                 ),
                 "seconds": round(seconds, 3),
                 "roi": json.dumps([list(r) for r in roi]),
+                "domain_check": domain.to_json(),
                 **{k: v for k, v in provenance.items() if v is not None},
             }
             for key, value in attrs.items():

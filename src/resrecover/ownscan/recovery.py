@@ -177,6 +177,7 @@ def recover_large_fov(
     # torch only here: plan_large_fov serves the torch-free rule pair_trust
     import torch
 
+    from ..methods.domain import check_domain, intensity_statistics
     from ..methods.modelio import load_model
 
     registration = as_registration(registration)
@@ -192,7 +193,11 @@ def recover_large_fov(
         high_start = None
         if grid.high_start_vox is not None:
             high_start = [s - a for s, (a, _) in zip(grid.high_start_vox, plan.roi)]
+        domain = check_domain(settings, intensity_statistics(low), grid.voxel_um)
+        if not domain.inside:
+            log.warning("%s: %s; the output is not calibrated for this volume", low_path, domain.summary())
         attrs = {
+            "domain_check": domain.to_json(),
             "method": settings["method"],
             "model_sha256": settings.get("weights_sha256", ""),
             "input": str(low_path),
@@ -219,6 +224,7 @@ def recover_large_fov(
                 "tile_shape": run.tile_shape, "overlap": run.overlap, "batch_size": run.batch_size,
                 "slab_slices": run.slab_slices, "backoffs": run.backoffs,
                 "blending": inference_config.get("blending", "triangular"),
+                "test_time_augmentation": inference_config.get("test_time_augmentation", "none"),
             })
     log.info("%s: %s recovered %s in %.1f s (%d tiles of %s, slabs of %d slices)", out_path, settings["method"],
              plan.out_shape, seconds, run.n_tiles, run.tile_shape, run.slab_slices)

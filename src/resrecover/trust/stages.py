@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -108,6 +109,8 @@ def trust_maps_from_files(
         recovered=str(recovered_path),
         lres=str(lres_path),
         ensemble=str(ensemble_path) if ensemble_path else "",
+        # the recovery's out-of-distribution check (networks only), passed on to the pore scores
+        domain_check=attrs.get("domain_check", ""),
         config_hash=config_hash(config),
         trust_settings=dict(config["trust"]),
         **provenance,
@@ -118,6 +121,15 @@ def trust_maps_from_files(
     }
     log.info("%s: %s in %.1f s", output_path, summary, time.perf_counter() - t0)
     return summary
+
+
+def scores_calibrated(domain_check: str) -> bool:
+    """False when a recovery's ``domain_check`` attribute (:mod:`resrecover.methods.domain`) says its
+    input was unlike the model's training input; True when it was alike or nothing was checked
+    (Richardson-Lucy learns nothing, so it has no training domain)."""
+    if not domain_check:
+        return True
+    return bool(json.loads(domain_check).get("inside", True))
 
 
 def pore_trust_from_files(
@@ -134,7 +146,7 @@ def pore_trust_from_files(
     """
     from ..evaluate.pores import read_labels
 
-    maps, _ = read_trust_maps(maps_path, names=("residual", "disagreement"))
+    maps, maps_attrs = read_trust_maps(maps_path, names=("residual", "disagreement"))
     labels, _ = read_labels(labels_path)
     table = pd.read_csv(pores_path)
     block = config["trust"]
@@ -142,6 +154,10 @@ def pore_trust_from_files(
         table, labels, maps, wall_voxels=float(block["pore_wall_voxels"]),
         disagreement_scale=float(block["disagreement_scale"]),
     )
+    out["calibrated"] = scores_calibrated(maps_attrs.get("domain_check", ""))
+    if not out["calibrated"].all():
+        log.warning("%s: the recovered volume is unlike its model's training input; its pore scores are not "
+                    "calibrated (column 'calibrated' False)", output_path)
     atomic_write_csv(out, output_path)
     if "matched_gt_label" in out.columns and len(out):
         spurious = out["matched_gt_label"] == 0
@@ -154,26 +170,26 @@ def pore_trust_from_files(
     return out
 
 
-def _key_of(path: str | Path) -> tuple[str, str, float]:
-    """(method, realization, σ) of a results path ``.../{method}/{realization}/sigma{σ}.ext``."""
-    p = Path(path)
-    if not p.stem.startswith("sigma"):
-        raise TrustError(f"{path}: cannot read σ from the name; expected .../{{method}}/{{realization}}/sigma{{σ}}.*")
-    return p.parts[-3], p.parts[-2], round(float(p.stem[len("sigma"):]), 6)
+def _calibration_rows(config, volumes, ground_truth_path, foam_and_fov) -> list[dict]:
+    """Median residual of a perfect recovery (the ground truth at the method's target blur): ≈ 1.
 
-
-def _calibration_rows(config, lres_paths, ground_truth_path, methods_by_sigma, foam_and_fov) -> list[dict]:
-    """Median residual of a perfect recovery (the ground truth at the method's target blur): ≈ 1."""
+    One row per volume with an input (``lres``): the ground truth at its method's target blur against
+    that input.
+    """
     gt, gattrs = read_volume(ground_truth_path)
     voxel = float(gattrs.get("voxel_size_um", config["voxel_size_um"]))
     from ..masks import fov_mask
 
     mask = fov_mask(config, gt.shape)
+    by_input: dict[str, list[dict]] = {}
+    for volume in volumes:
+        if volume.get("lres"):
+            by_input.setdefault(str(volume["lres"]), []).append(volume)
     rows = []
-    for path in lres_paths:
-        _, realization, sigma = _key_of(path)
+    for path, entries in by_input.items():
         lres, _ = read_volume(path)
-        for method in methods_by_sigma.get(sigma, []):
+        for volume in entries:
+            method, realization, sigma = volume["method"], volume["realization"], volume["sigma_um"]
             target = recovery_target_sigma_um(method, config)
             perfect = gaussian_blur(gt, target / voxel)
             residual, _ = residual_map(perfect, lres, voxel, sigma, target, mask=mask, **_residual_options(config))
@@ -185,16 +201,19 @@ def _calibration_rows(config, lres_paths, ground_truth_path, methods_by_sigma, f
 
 
 def trust_validation_from_files(
-    trust_map_paths,
-    msssim_map_paths,
-    pore_trust_paths,
+    volumes,
     summary_paths,
-    lres_paths,
     ground_truth_path: str | Path,
     output_path: str | Path,
     config: dict,
 ) -> pd.DataFrame:
     """Write results/tables/trust_validation.csv (columns :data:`VALIDATION_COLUMNS`).
+
+    ``volumes``: one dict per validated recovery, with its keys as the rule passes them (never read
+    from a path): ``method``, ``realization``, ``sigma_um``, and its files: ``maps`` (the trust
+    maps, results/trust/...), optionally ``msssim`` (its MS-SSIM map), ``pores`` (its per-pore trust
+    table) and ``lres`` (the input it was recovered from, for the noise floor).
+    ``summary_paths``: per-volume pore summaries (their rows carry their own keys).
 
     Quantities, per method and σ (``map`` names the trust map, empty for pore summaries):
 
@@ -217,31 +236,28 @@ def trust_validation_from_files(
     """
     from ..masks import foam_mask, fov_mask
 
-    maps_by_key = {_key_of(p): p for p in trust_map_paths}
-    msssim_by_key = {_key_of(p): p for p in msssim_map_paths}
-    pores_by_key = {_key_of(p): p for p in pore_trust_paths}
+    volumes = [dict(v, sigma_um=round(float(v["sigma_um"]), 6)) for v in volumes]
+    volumes.sort(key=lambda v: (v["method"], v["realization"], v["sigma_um"]))
     rows: list[dict] = []
     region = None
-    methods_by_sigma: dict[float, list[str]] = {}
-    for key in sorted(maps_by_key):
-        method, realization, sigma = key
-        maps, _ = read_trust_maps(maps_by_key[key], names=("residual", "disagreement"))
+    for volume in volumes:
+        method, realization, sigma = volume["method"], volume["realization"], volume["sigma_um"]
+        maps, _ = read_trust_maps(volume["maps"], names=("residual", "disagreement"))
         if region is None:
             shape = maps["residual"].shape
             region = foam_mask(config, shape) & fov_mask(config, shape)
-        methods_by_sigma.setdefault(sigma, []).append(method)
-        if key in msssim_by_key:
-            quality, _ = read_volume(msssim_by_key[key], check_finite=False)
+        if volume.get("msssim"):
+            quality, _ = read_volume(volume["msssim"], check_finite=False)
             for name in ("residual", "disagreement"):
                 rho, n = spearman_map_correlation(maps[name], quality, region)
                 rows.append(_row(method, realization, sigma, "spearman_vs_1_minus_msssim", name, rho, n))
         values = maps["residual"][region]
         values = values[np.isfinite(values)]
         rows.append(_row(method, realization, sigma, "residual_median", "residual", float(np.median(values)), values.size))
-        if key in pores_by_key:
-            rows += pore_auc_rows(pd.read_csv(pores_by_key[key]), method, realization, sigma)
-    if lres_paths and region is not None:
-        rows += _calibration_rows(config, lres_paths, ground_truth_path, methods_by_sigma, region)
+        if volume.get("pores"):
+            rows += pore_auc_rows(pd.read_csv(volume["pores"]), method, realization, sigma)
+    if region is not None:
+        rows += _calibration_rows(config, volumes, ground_truth_path, region)
     if summary_paths:
         summaries = pd.concat([pd.read_csv(p) for p in summary_paths], ignore_index=True)
         for rec in summaries.itertuples(index=False):

@@ -67,16 +67,18 @@ log = logging.getLogger(__name__)
 _RESUMABLE_KEYS = ("iterations", "checkpoint_every")
 
 
-def _as_volume(volume, name: str) -> tuple[np.ndarray, str | None]:
+def _as_volume(volume, name: str) -> tuple[np.ndarray, str | None, float | None]:
+    """(float32 array, its path or None, its voxel size in µm where a file records it)."""
     if isinstance(volume, (str, Path)):
-        array, _ = read_volume(volume)
-        return np.asarray(array, dtype=np.float32), str(volume)
+        array, attrs = read_volume(volume)
+        voxel = attrs.get("voxel_size_um")
+        return np.asarray(array, dtype=np.float32), str(volume), None if voxel is None else float(voxel)
     array = np.asarray(volume, dtype=np.float32)
     if array.ndim != 3:
         raise TrainingError(f"{name}: expected a 3D z-y-x volume, got shape {array.shape}")
     if not np.isfinite(array).all():
         raise TrainingError(f"{name}: holds NaN or infinite values")
-    return array, None
+    return array, None, None
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -164,8 +166,8 @@ def train_model(
 
     check_network(method, error=TrainingError)
     device = torch.device(device)
-    x_raw, lres_path = _as_volume(lres, "lres")
-    y_raw, hres_path = _as_volume(hres, "hres")
+    x_raw, lres_path, voxel_size_um = _as_volume(lres, "lres")
+    y_raw, hres_path, _ = _as_volume(hres, "hres")
     if x_raw.shape != y_raw.shape:
         raise TrainingError(
             f"hres: shape {y_raw.shape} differs from the lres shape {x_raw.shape}; expected the same grid"
@@ -375,6 +377,8 @@ def train_model(
             "training": block,
             "seed": int(seed),
             "sigma_um": None if sigma_um is None else float(sigma_um),
+            # the training input's voxel size (µm) where its file records it: the recovery's domain check
+            "voxel_size_um": voxel_size_um,
             "config_hash": config_hash(config),
             "iterations": iterations,
             "selected_iteration": selected,
@@ -443,3 +447,33 @@ def train_from_files(
             threads=torch_thread_count(config, threads),
             sigma_um=sigma_um,
         )
+
+
+def train_job(job, config: dict) -> dict:
+    """:func:`train_from_files` as rule ``train`` runs it (one member of one network at one σ).
+
+    ``job`` is Snakemake's ``snakemake`` object (or any object alike): ``input.lres``,
+    ``input.hres``, ``output.weights``, ``output.settings``, ``output.train_log``,
+    ``params.checkpoint_dir``, ``threads`` and ``wildcards.network``, ``wildcards.sigma``,
+    ``wildcards.member``. The seed is :func:`resrecover.config.training_seed` of the config's
+    seed, the network, σ and the member: member 0 is the study's model, members 1, 2, ... the trust
+    ensemble's extra networks (other initial weights, other tiles, for SRCNN another split).
+    """
+    from ...config import training_seed
+    from ...snakemake_support import ensemble_member
+
+    wildcards = job.wildcards
+    sigma_um = float(wildcards.sigma)
+    return train_from_files(
+        method=wildcards.network,
+        lres_path=job.input.lres,
+        hres_path=job.input.hres,
+        config=config,
+        out_weights=job.output.weights,
+        out_settings=job.output.settings,
+        out_log=job.output.train_log,
+        checkpoint_dir=job.params.checkpoint_dir,
+        seed=training_seed(config["seed"], wildcards.network, sigma_um, ensemble_member(wildcards)),
+        threads=job.threads,
+        sigma_um=sigma_um,
+    )
