@@ -1,7 +1,7 @@
 """Ensembles of independently trained networks: the ensemble mean and its spread.
 
 Member 0 of an ensemble is the study's model (``results/models/{network}/sigma{σ}/member0/``); members
-1..K−1 are trained by the same :func:`resrecover.methods.training.train_from_files`, with the same
+1..K−1 are trained by the same :func:`resrecover.methods.training.train_job`, with the same
 settings and iterations, from the seed :func:`resrecover.config.training_seed` gives their member
 number, which changes their initial weights, every random training tile and (SRCNN) the
 training/validation split. The ensemble's recovery is the voxel-wise mean of the K recovered

@@ -4,11 +4,11 @@
   learning-rate schedule, the network's constructor arguments;
 - :mod:`.tasks`: what one iteration draws (tiles, patches) and minimizes (the masked losses);
 - :mod:`.checkpoint`: checkpoints (safetensors + JSON) and the running log;
-- :mod:`.loop`: :func:`train_model`, :func:`train_from_files` and :func:`train_job` (rule ``train``).
+- :mod:`.loop`: :func:`train_model` and :func:`train_job` (rule ``train``).
 """
 
 from .checkpoint import LOG_COLUMNS
-from .loop import train_from_files, train_job, train_model
+from .loop import train_job, train_model
 from .settings import TrainingError, learning_rate_at, network_architecture, training_settings
 from .tasks import patch_corners, split_patches, tile_corners_yx
 
@@ -20,7 +20,6 @@ __all__ = [
     "patch_corners",
     "split_patches",
     "tile_corners_yx",
-    "train_from_files",
     "train_job",
     "train_model",
     "training_settings",
