@@ -27,7 +27,7 @@ from pathlib import Path
 from benchmarks import harness
 from benchmarks.harness import fmt_met, fmt_ratio, markdown_cell, render_row
 
-ROWS = ["rl", "ssim", "pores", "tiled_inference", "fdk", "out_of_core", "quick_preset"]
+ROWS = ["rl", "ssim", "pores", "tiled_inference", "training", "fdk", "out_of_core", "quick_preset"]
 MODULES = {name: f"benchmarks.bench_{name}" for name in ROWS}
 RESULTS_MD = harness.BENCH_DIR / "RESULTS.md"
 RESULTS_JSON = harness.BENCH_DIR / "results.json"

@@ -96,6 +96,30 @@ def test_pore_table_geometry_in_micrometres():
     assert 0.95 < row["sphericity"] <= 1.0
 
 
+@pytest.mark.parametrize("smoothing_vox", [0.7, 0.0])
+def test_compiled_pore_measures_equal_the_scikit_image_recipe(lattice, smoothing_vox):
+    """The compiled engine (classic marching cubes) against the scipy + scikit-image one (Lewiner's).
+
+    Pores cut by the array's faces, touching pores, a one-voxel speck (meshed unsmoothed) and a
+    label gap are in; the thread count must not change anything.
+    """
+    from resrecover.evaluate.pore_surface import measure_pores
+
+    _, _, _, truth = lattice
+    labels = truth.copy()
+    labels[0:4, 0:5, 30:36] = 20  # cut by three faces
+    labels[40:44, 0:3, 0:3] = 21
+    labels[40:44, 3:6, 0:3] = 22  # touches 21
+    labels[63, 63, 63] = 23  # a speck in the corner
+    reference = measure_pores(labels, smoothing_vox, 1, engine="skimage")
+    for threads in (1, 2, 3):
+        present, counts, sums, area_volume = measure_pores(labels, smoothing_vox, threads)
+        np.testing.assert_array_equal(present, reference[0])
+        np.testing.assert_array_equal(counts, reference[1])
+        np.testing.assert_allclose(sums, reference[2], rtol=0, atol=0)
+        np.testing.assert_allclose(area_volume, reference[3], rtol=1e-4)
+
+
 def test_pore_surface_of_a_cube_is_not_a_sphere():
     labels = np.zeros((30, 30, 30), np.int32)
     labels[5:25, 5:25, 5:25] = 1  # a cube: sphericity 0.806 exactly, smoothing rounds it a bit
@@ -375,3 +399,23 @@ def test_evaluate_volume_end_to_end(tmp_path):
     assert list(best.columns) == ["method", "realization", "sigma_um", "best_blur_sigma_um", "best_fwhm_um", "mse"]
     fsc = pd.read_csv(tables["fsc"])
     assert list(fsc.columns) == ["method", "realization", "sigma_um", "fsc_threshold", "resolution_um"]
+
+
+def test_compiled_marching_cubes_is_scikit_images_classic_one():
+    """Same triangles as ``marching_cubes(method='lorensen')``: equal area and volume to the rounding
+    of scikit-image's float32 vertices."""
+    pytest.importorskip("numba")
+    from skimage.measure import marching_cubes
+
+    from resrecover.evaluate import pore_surface
+
+    kernels, tables = pore_surface.compiled()
+    rng = np.random.default_rng(3)
+    field = ndi.gaussian_filter(rng.random((18, 21, 24)), 1.5).astype(np.float32)
+    field[[0, -1]] = field[:, [0, -1]] = field[:, :, [0, -1]] = 0.0  # a closed surface
+    level = float(np.median(field[1:-1, 1:-1, 1:-1]))
+    verts, faces, _, _ = marching_cubes(field, level, method="lorensen")
+    area, volume = kernels.mesh_area_volume(field, level, *tables)
+    expected = pore_surface.mesh_area_volume(verts.astype(np.float64), faces)
+    assert area == pytest.approx(expected[0], rel=1e-6)
+    assert volume == pytest.approx(expected[1], rel=1e-6)

@@ -12,9 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 
 from .. import ResrecoverError
+from .pore_surface import (  # noqa: F401 - the recipe's constants, re-exported where callers know them
+    CROP_MARGIN_VOX,
+    SURFACE_SMOOTHING_VOX,
+    measure_pores,
+    rescaled_area,
+    single_pore_area_volume,
+)
 
 #: Columns of :func:`pore_table`.
 PORE_COLUMNS = [
@@ -44,16 +50,6 @@ SUMMARY_KEYS = [
 #: the pore columns that state the study's headline, in the order its tables show them
 HEADLINE_PORE_COLUMNS = ["n_pores", "recovery_pct", "n_matched", "n_spurious", "porosity_error_pct", "sphericity_mean"]
 
-# Smoothing of each pore's binary mask before marching cubes (voxels), see pore_table.
-SURFACE_SMOOTHING_VOX = 0.7
-# Empty voxels kept around each pore's bounding box, whatever the smoothing: smoothing the crop with
-# zeros beyond it is exact at any margin (the mask is empty there), and a voxel one step outside the
-# box sees at most the kernel's weight beyond its centre tap (0.22 for σ = 0.7, < 0.5 for every σ),
-# so the 0.5 level never reaches the crop's faces and every mesh closes. A wider margin only adds
-# empty cubes to march through (a 10-voxel pore's crop with 2 voxels is 2.7× its box; with 1, 1.7×).
-CROP_MARGIN_VOX = 1
-
-
 class PoreError(ResrecoverError):
     """Labels that cannot be measured or matched (wrong shape or type)."""
 
@@ -82,78 +78,24 @@ def sphericity(volume_um3, surface_um2):
     return s if s.ndim else float(s)
 
 
-def _mesh_area_volume(verts: np.ndarray, faces: np.ndarray) -> tuple[float, float]:
-    """Area and enclosed volume (divergence theorem) of one closed triangle mesh.
-
-    Meant for one pore's mesh at a time, in its own crop frame: the arrays stay in cache and the
-    volume sum is well conditioned; float32 products, float64 sums.
-    """
-    tri = verts[faces]  # (F, 3 corners, 3 coordinates)
-    a = tri[:, 0]
-    u = tri[:, 1] - a
-    v = tri[:, 2] - a
-    # n = u × v: |n| / 2 is a triangle's area, and a·(b × c) = a·n (the a×· terms vanish), so the
-    # signed cone volume a·(b × c) / 6 needs no second cross product
-    nx = u[:, 1] * v[:, 2] - u[:, 2] * v[:, 1]
-    ny = u[:, 2] * v[:, 0] - u[:, 0] * v[:, 2]
-    nz = u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]
-    area = 0.5 * np.sqrt(nx * nx + ny * ny + nz * nz).sum(dtype=np.float64)
-    cone = (a[:, 0] * nx + a[:, 1] * ny + a[:, 2] * nz).sum(dtype=np.float64) / 6.0
-    return float(area), abs(float(cone))
-
-
-def _gaussian_kernel(sigma_vox: float) -> np.ndarray:
-    radius = max(int(np.ceil(3 * sigma_vox)), 1)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma_vox) ** 2)
-    return (k / k.sum()).astype(np.float32)
-
-
-def _pore_mesh(mask: np.ndarray, kernel: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Marching-cubes mesh (voxel units, crop frame) of a boolean mask, smoothed by ``kernel`` first.
-
-    The Gaussian is applied with zeros outside the crop, which is exact: the mask is empty there.
-    """
-    from skimage.measure import marching_cubes
-
-    field = mask.astype(np.float32)
-    if kernel is not None:
-        smooth = field
-        for axis in range(3):
-            smooth = ndi.correlate1d(smooth, kernel, axis=axis, mode="constant", cval=0.0)
-        # a one- or two-voxel speck smoothed flat has no 0.5 level left: mesh it unsmoothed
-        if smooth.max() > 0.5:
-            field = smooth
-    verts, faces, _, _ = marching_cubes(field, 0.5)
-    return verts, faces
-
-
-def _rescaled_area(area_vox2, mesh_volume_vox3, n_voxels):
-    """Mesh area rescaled by (V / V_mesh)^(2/3): the mesh brought back to the pore's voxel volume."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(mesh_volume_vox3 > 0, (n_voxels / mesh_volume_vox3) ** (2 / 3), 1.0)
-    return area_vox2 * scale
-
-
 def pore_surface_um2(mask: np.ndarray, voxel_size_um: float, smoothing_vox: float = SURFACE_SMOOTHING_VOX) -> float:
     """Surface area (µm²) of one pore given as a boolean mask with an empty margin of 2 voxels.
 
     Marching cubes on the raw binary mask follows the voxel staircase and over-estimates a sphere's
     area by ~9% at every size (sphericity ~0.92 for perfect spheres). So the mask is first smoothed
-    with a Gaussian of ``smoothing_vox`` voxels and meshed at level 0.5
-    (``skimage.measure.marching_cubes``); the smoothing lets the mesh cut across the steps but
+    with a Gaussian of ``smoothing_vox`` voxels and meshed at level 0.5 (classic marching cubes,
+    :mod:`.pore_kernels`); the smoothing lets the mesh cut across the steps but
     shrinks convex shapes a little (by ~σ²/r), so the area is rescaled by ``(V / V_mesh)^(2/3)``
     where V is the voxel-count volume and V_mesh the mesh's enclosed volume: a uniform rescale that
     brings the mesh back to the pore's measured volume. The resulting sphericity is that of the
-    smoothed mesh, which is scale-free. Measured on digitized spheres of radius 2.3–20 voxels:
-    area +1 to +3% of 4πr² (the voxel count itself is slightly off the sphere's volume), sphericity
-    0.97–0.99; 2:1 ellipsoids within 2% of their exact sphericity. The smoothing also rounds
-    corners: a cube (0.806) reads 0.94 at 5 voxels, 0.89 at 10.
+    smoothed mesh, which is scale-free. Measured on digitized spheres (``python -m
+    benchmarks.pore_spheres``, the table in benchmarks/NOTES.md): sphericity 0.958 at a radius of 2
+    voxels, 0.97–0.99 from 2.5 to 20; 2:1 spheroids 1.4–2% below their exact 0.929. The smoothing
+    also rounds corners: a cube (0.806) reads 0.94 at 5 voxels, 0.89 at 10.
     """
-    kernel = _gaussian_kernel(smoothing_vox) if smoothing_vox > 0 else None
-    verts, faces = _pore_mesh(np.asarray(mask, dtype=bool), kernel)
-    area, mesh_volume = _mesh_area_volume(verts, faces)
-    return float(_rescaled_area(area, mesh_volume, float(np.count_nonzero(mask)))) * float(voxel_size_um) ** 2
+    area, mesh_volume = single_pore_area_volume(mask, smoothing_vox)
+    n_voxels = float(np.count_nonzero(mask))
+    return float(rescaled_area(area, mesh_volume, n_voxels)) * float(voxel_size_um) ** 2
 
 
 def pore_table(
@@ -177,48 +119,24 @@ def pore_table(
 
     Notes
     -----
-    Volumes come from one ``bincount``; each pore is then cropped to its bounding box
-    (``scipy.ndimage.find_objects``) plus a margin, so the cost is proportional to the pores'
-    volume rather than (number of pores × volume size).
+    Volumes, bounding boxes and centroids come from one pass over the labels; each pore is then
+    meshed in its bounding box plus a margin, so the cost is proportional to the pores' volume
+    rather than (number of pores × volume size). The pores are spread over
+    :func:`resrecover.parallel.usable_cores` threads (compiled code that does not hold the GIL,
+    :mod:`.pore_surface`); the table does not depend on the thread count.
     """
+    from ..parallel import usable_cores
+
     labels = _check_labels(labels)
     if not voxel_size_um > 0:
         raise PoreError(f"voxel_size_um: {voxel_size_um!r}; expected a positive size in µm")
-    counts = np.bincount(labels.ravel())
-    present = np.flatnonzero(counts)
-    present = present[present > 0]
-    if present.size == 0:
+    if labels.size == 0 or labels.max() == 0:
         return pd.DataFrame({c: pd.Series(dtype=np.int64 if c == "label" else np.float64) for c in PORE_COLUMNS})
-    margin = CROP_MARGIN_VOX
-    kernel = _gaussian_kernel(smoothing_vox) if smoothing_vox > 0 else None
-    nz, ny, nx = labels.shape
-    boxes = ndi.find_objects(labels)
-
-    def measure(label: int) -> tuple[float, float, float, float, float]:
-        """Centroid (z, y, x; voxels), mesh area and mesh volume of one pore, from its crop."""
-        bz, by, bx = boxes[label - 1]
-        z0, y0, x0 = bz.start - margin, by.start - margin, bx.start - margin
-        z1, y1, x1 = bz.stop + margin, by.stop + margin, bx.stop + margin
-        crop = labels[max(z0, 0) : z1, max(y0, 0) : y1, max(x0, 0) : x1] == label
-        if min(z0, y0, x0) < 0 or z1 > nz or y1 > ny or x1 > nx:
-            # zero margin where the box meets the array's faces, so every mesh closes
-            pad = [(max(-z0, 0), max(z1 - nz, 0)), (max(-y0, 0), max(y1 - ny, 0)), (max(-x0, 0), max(x1 - nx, 0))]
-            crop = np.pad(crop, pad)
-        plane = crop.sum(axis=0, dtype=np.int64)  # (y, x) counts
-        n = counts[label]
-        cz = crop.sum(axis=(1, 2), dtype=np.int64) @ np.arange(crop.shape[0]) / n + z0
-        cy = plane.sum(axis=1) @ np.arange(crop.shape[1]) / n + y0
-        cx = plane.sum(axis=0) @ np.arange(crop.shape[2]) / n + x0
-        area, mesh_volume = _mesh_area_volume(*_pore_mesh(crop, kernel))
-        return cz, cy, cx, area, mesh_volume
-
-    # One pore after the other: skimage's marching cubes holds the GIL, and threads measured no
-    # faster (benchmarks/NOTES.md).
-    measured = np.array([measure(label) for label in present.tolist()], dtype=np.float64).reshape(present.size, 5)
-    centroids, area_vox2, mesh_volume_vox3 = measured[:, :3], measured[:, 3], measured[:, 4]
-    surfaces = _rescaled_area(area_vox2, mesh_volume_vox3, counts[present].astype(np.float64))
-    surfaces *= float(voxel_size_um) ** 2
-    volume_um3 = counts[present] * float(voxel_size_um) ** 3
+    present, counts, sums, measured = measure_pores(np.ascontiguousarray(labels), smoothing_vox, usable_cores())
+    n_voxels = counts.astype(np.float64)
+    centroids = sums / n_voxels[:, None]
+    surfaces = rescaled_area(measured[:, 0], measured[:, 1], n_voxels) * float(voxel_size_um) ** 2
+    volume_um3 = n_voxels * float(voxel_size_um) ** 3
     centre = (np.array(labels.shape) - 1) / 2.0
     centroids_um = (centroids - centre) * voxel_size_um
     return pd.DataFrame(

@@ -247,6 +247,8 @@ def torch_runtime(threads: int | None = None, deterministic: bool = False, devic
     """
     import torch
 
+    import torch.utils.deterministic
+
     device_type = torch.device(device).type if device is not None else "cpu"
     previous = (
         torch.get_num_threads(),
@@ -254,6 +256,7 @@ def torch_runtime(threads: int | None = None, deterministic: bool = False, devic
         torch.is_deterministic_algorithms_warn_only_enabled(),
         torch.backends.cudnn.benchmark,
         torch.backends.cudnn.deterministic,
+        torch.utils.deterministic.fill_uninitialized_memory,
     )
     try:
         if threads:
@@ -262,6 +265,11 @@ def torch_runtime(threads: int | None = None, deterministic: bool = False, devic
             if device_type == "cuda":
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=device_type != "cpu")
+            # Deterministic mode also fills every tensor torch.empty makes with NaN (a debugging aid
+            # against reads of uninitialized memory): an extra pass over each new buffer, ~4% of a
+            # DeepNet training iteration on the CPU (benchmarks/NOTES.md). The algorithms stay the
+            # deterministic ones, so results are unchanged.
+            torch.utils.deterministic.fill_uninitialized_memory = False
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
         yield
@@ -270,3 +278,4 @@ def torch_runtime(threads: int | None = None, deterministic: bool = False, devic
         torch.use_deterministic_algorithms(previous[1], warn_only=previous[2])
         torch.backends.cudnn.benchmark = previous[3]
         torch.backends.cudnn.deterministic = previous[4]
+        torch.utils.deterministic.fill_uninitialized_memory = previous[5]

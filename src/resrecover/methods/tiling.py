@@ -76,6 +76,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from resrecover.methods.heap import retained_heap
+
 # the plan (tile origins, blending weights) is re-exported here, the module callers know
 from resrecover.methods.tile_plan import (  # noqa: F401
     TilingError,
@@ -448,7 +450,9 @@ def predict_tiled(
             shape, tile, tile_overlap, modes, runner.batch_size, slab,
         )
         try:
-            n_tiles = _predict_once(runner, source, sink, tile, tile_overlap, modes, multiples, slab, progress)
+            # the predictor's per-batch allocations reuse the heap instead of faulting pages in every batch
+            with retained_heap():
+                n_tiles = _predict_once(runner, source, sink, tile, tile_overlap, modes, multiples, slab, progress)
         except _TileTooLarge:
             smaller = [
                 max(multiples[a], tile[a] // 2 // multiples[a] * multiples[a]) if shrinkable_axes[a] else tile[a]
