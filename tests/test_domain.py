@@ -75,7 +75,7 @@ def test_recovering_a_uint16_volume_with_a_material_fraction_model_warns_once_an
     write_volume(tmp_path / "like.h5", like, voxel_size_um=3.2)
     scan = np.random.default_rng(1).integers(0, 65535, (5, 32, 32)).astype(np.float32)  # a uint16 scan's values
     write_volume(tmp_path / "scan.h5", scan, voxel_size_um=3.2)
-    with caplog.at_level(logging.WARNING, logger="resrecover.methods.infer"):
+    with caplog.at_level(logging.WARNING, logger="resrecover.methods.domain"):
         recover_volume(tmp_path / "model.safetensors", tmp_path / "model.json", tmp_path / "like.h5",
                        tmp_path / "like_out.h5", inference, device="cpu", progress=False)
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

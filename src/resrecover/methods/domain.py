@@ -4,8 +4,8 @@ A network maps intensities it has seen to intensities it has learned; given a vo
 (a uint16 scan of values up to 65,535 where it was trained on material fraction), another voxel
 size or another blur, it still writes numbers, and they mean nothing. Before a recovery,
 :func:`intensity_statistics` samples the input inside the inscribed disc of its slices (a CT
-reconstruction's field of view) and :func:`check_domain` compares it with what the model stores:
-the training input's mean and standard deviation inside its field of view (the normalization of
+reconstruction's field of view) and :func:`check_domain` compares it with what the model stores
+(:func:`check_input` does both and warns): the training input's mean and standard deviation inside its field of view (the normalization of
 :mod:`resrecover.methods.modelio`), its voxel size and blur where recorded. Beyond the limits below
 the recovery logs one warning line naming the numbers, records the check in the output's attributes
 (``domain_check``), and the trust stage marks the volume's per-pore scores as not calibrated.
@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import numpy as np
 
 from ..masks import disc_mask
+
+log = logging.getLogger(__name__)
 
 #: The input's mean may sit this many training standard deviations from the training mean.
 MEAN_SHIFT_LIMIT = 1.0
@@ -133,3 +136,13 @@ def check_domain(settings: dict, statistics: dict, voxel_size_um: float | None =
             reasons.append(f"{name} {float(mine):g} µm vs {float(theirs):g} µm in training (limit x{limit:g})")
     return DomainCheck(not reasons, tuple(reasons), {**statistics, "voxel_size_um": voxel_size_um,
                                                      "sigma_um": sigma_um}, training)
+
+
+def check_input(settings: dict, volume, name, voxel_size_um: float | None = None,
+                sigma_um: float | None = None) -> DomainCheck:
+    """:func:`check_domain` of ``volume``'s :func:`intensity_statistics`, with one warning line naming
+    ``name`` (the input file) when it is out of the domain: what every recovery runs first."""
+    check = check_domain(settings, intensity_statistics(volume), voxel_size_um, sigma_um)
+    if not check.inside:
+        log.warning("%s: %s; the output is not calibrated for this volume", name, check.summary())
+    return check

@@ -375,7 +375,7 @@ def recover_volume(
     from resrecover.io import atomic_output, check_free_disk, read_volume_lazy
     from resrecover.io.hdf5 import create_volume_dataset
     from resrecover.io.hdf5 import provenance as software_versions
-    from resrecover.methods.domain import check_domain, intensity_statistics
+    from resrecover.methods.domain import check_input
     from resrecover.methods.modelio import load_model
 
     model, settings = load_model(weights_path, settings_path, device=device)
@@ -386,9 +386,7 @@ def recover_volume(
         if voxel_size_um is None:
             raise ResrecoverError(f"{input_path}: no attribute 'voxel_size_um'; expected the voxel size in µm")
         roi = check_roi(roi, source.shape)
-        domain = check_domain(settings, intensity_statistics(source), float(voxel_size_um), source.attrs.get("sigma_um"))
-        if not domain.inside:
-            log.warning("%s: %s; the output is not calibrated for this volume", input_path, domain.summary())
+        domain = check_input(settings, source, input_path, float(voxel_size_um), source.attrs.get("sigma_um"))
         shape = tuple(b - a for a, b in roi)
         check_free_disk(output_path, int(np.prod(shape)) * 4)
         started = time.perf_counter()

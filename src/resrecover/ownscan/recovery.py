@@ -177,7 +177,7 @@ def recover_large_fov(
     # torch only here: plan_large_fov serves the torch-free rule pair_trust
     import torch
 
-    from ..methods.domain import check_domain, intensity_statistics
+    from ..methods.domain import check_input
     from ..methods.modelio import load_model
 
     registration = as_registration(registration)
@@ -193,9 +193,7 @@ def recover_large_fov(
         high_start = None
         if grid.high_start_vox is not None:
             high_start = [s - a for s, (a, _) in zip(grid.high_start_vox, plan.roi)]
-        domain = check_domain(settings, intensity_statistics(low), grid.voxel_um)
-        if not domain.inside:
-            log.warning("%s: %s; the output is not calibrated for this volume", low_path, domain.summary())
+        domain = check_input(settings, low, low_path, grid.voxel_um)
         attrs = {
             "domain_check": domain.to_json(),
             "method": settings["method"],
