@@ -389,7 +389,7 @@ class _AsymmetricNet(torch.nn.Module):
 
 
 @pytest.mark.parametrize("layout", ["2.5d", "3d"])
-@pytest.mark.parametrize("name, n_transforms", [("flips", 4), ("dihedral", 8)])
+@pytest.mark.parametrize("name, n_transforms", [("half_turn", 2), ("flips", 4), ("dihedral", 8)])
 def test_test_time_augmentation_is_the_mean_over_the_transforms_undone(layout, name, n_transforms):
     from resrecover.methods.infer import augmentation_transforms, torch_predictor
 
@@ -432,5 +432,5 @@ def test_test_time_augmentation_leaves_an_equivariant_network_unchanged_and_name
     batch = np.random.default_rng(6).random((2, 5, 16, 16), dtype=np.float32)
     pointwise = torch.nn.Identity()
     np.testing.assert_allclose(torch_predictor(pointwise, "cpu", "2.5d", "dihedral")(batch), batch, atol=1e-6)
-    with pytest.raises(ResrecoverError, match="test_time_augmentation: 'rotations'.*expected one of none, flips, dihedral"):
+    with pytest.raises(ResrecoverError, match="test_time_augmentation: 'rotations'.*expected one of none, half_turn, flips, dihedral"):
         torch_predictor(pointwise, "cpu", "2.5d", "rotations")

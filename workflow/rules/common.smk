@@ -218,6 +218,41 @@ def trust_ensemble_input(wc):
     return []
 
 
+# The spurious-pore classifier (trust.smk: trust_model, flag_pores): fitted per method on the labelled
+# pores of TRUST_FIT (never alternate), it scores the pores of the other trust realizations.
+TRUST_FIT = TRUST["fit_realizations"]
+TRUST_MODEL = "results/trust/models/{method}.json"
+FLAGGED_PORES = "results/trust/flags/{method}/{realization}/sigma{sigma}.csv"
+
+
+def trust_network_model(wc):
+    """A network's study model (member 0), whose test-time-augmentation variance its trust maps carry."""
+    if wc.method not in TRUST_NETWORKS or config["trust"]["tta_transforms"] == "none":
+        return {}
+    folder = MODEL_DIR.format(network=wc.method, sigma=wc.sigma, member=0)
+    return {
+        "weights": f"{folder}/model.safetensors",
+        "settings": f"{folder}/model.json",
+    }
+
+
+def trust_model_training(wc):
+    """The per-pore tables a method's trust model is fitted on: every trust σ of TRUST_FIT."""
+    return expand(
+        "results/trust/pores/{method}/{realization}/sigma{sigma}.csv",
+        method=wc.method,
+        realization=TRUST_FIT,
+        sigma=TRUST_SIGMAS,
+    )
+
+
+def trust_validation_pores(key):
+    """The per-pore table trust_validation reads: scored by the classifier when there is one."""
+    if TRUST["classifier"]:
+        return FLAGGED_PORES.format(**key)
+    return "results/trust/pores/{method}/{realization}/sigma{sigma}.csv".format(**key)
+
+
 def trust_summaries():
     """Pore summaries of each network (every trust σ) and of its ensemble (ensemble σ), alternate."""
     return [
@@ -255,6 +290,17 @@ def trust_outputs():
             method=ENSEMBLE_METHODS,
             realization=TRUST["member_realizations"],
             sigma=ENSEMBLE_SIGMAS,
+        ),
+        *(
+            expand(TRUST_MODEL, method=TRUST_METHODS)
+            + expand(
+                FLAGGED_PORES,
+                method=TRUST_METHODS,
+                realization=TRUST["flag_realizations"],
+                sigma=TRUST_SIGMAS,
+            )
+            if TRUST["classifier"]
+            else []
         ),
         "results/tables/trust_validation.csv",
         *expand("results/figures/fig10_trust_maps.{ext}", ext=["png", "pdf"]),

@@ -38,8 +38,11 @@ rule ensemble:
         "../scripts/trust_ensemble.py"
 
 
+# a network's maps also carry its test-time-augmentation variance: the study's model applied to flipped
+# inputs (trust.tta_transforms), hence the torch environment and, for networks, a GPU when there is one
 rule trust_maps:
     input:
+        unpack(trust_network_model),
         volume=recovered_for_trust,
         lres="results/recon/{realization}/sigma{sigma}.h5",
         ensemble=trust_ensemble_input,
@@ -50,9 +53,10 @@ rule trust_maps:
     benchmark:
         "results/benchmarks/trust/maps/{method}/{realization}/sigma{sigma}.tsv"
     conda:
-        "../../envs/analysis.yaml"
-    threads: 1
+        "../../envs/torch.yaml"
+    threads: lambda wc: 2 if wc.method in TRUST_NETWORKS else 1
     resources:
+        gpu=lambda wc: 1 if wc.method in TRUST_NETWORKS else 0,
         mem_mb=8000,
         runtime=30,
     script:
@@ -61,6 +65,7 @@ rule trust_maps:
 
 rule trust_pores:
     input:
+        volume=recovered_for_trust,
         maps="results/trust/{method}/{realization}/sigma{sigma}.h5",
         labels="results/labels/{method}/{realization}/sigma{sigma}.h5",
         pores="results/pores/{method}/{realization}/sigma{sigma}.csv",
@@ -89,6 +94,63 @@ rule trust_pores:
         "../scripts/trust_pores.py"
 
 
+# The spurious-pore classifier: one model per method, fitted on the labelled pores of the fitting
+# realization (train) at every trust σ, never on alternate's
+rule trust_model:
+    input:
+        trust_model_training,
+    output:
+        TRUST_MODEL,
+    log:
+        "logs/trust/model/{method}.log",
+    benchmark:
+        "results/benchmarks/trust/model/{method}.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/trust_model.py"
+
+
+# p_spurious of every pore, its conformal p-value against the fitting realization's real pores at the
+# same σ, and the Benjamini-Hochberg flag list at trust.classifier.fdr
+rule flag_pores:
+    input:
+        pores="results/trust/pores/{method}/{realization}/sigma{sigma}.csv",
+        model=TRUST_MODEL,
+        calibration=expand(
+            "results/trust/pores/{{method}}/{realization}/sigma{{sigma}}.csv",
+            realization=TRUST_FIT[:1],
+        ),
+    output:
+        report(
+            FLAGGED_PORES,
+            caption="../report/flag_pores.rst",
+            category="Trust per pore",
+            labels={
+                "method": "{method}",
+                "realization": "{realization}",
+                "sigma_um": "{sigma}",
+                "table": "flags",
+            },
+        ),
+    log:
+        "logs/trust/flags/{method}/{realization}/sigma{sigma}.log",
+    benchmark:
+        "results/benchmarks/trust/flags/{method}/{realization}/sigma{sigma}.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/flag_pores.py"
+
+
 # maps, msssim, pores and lres hold one file per entry of params.volumes, in its order (keyed_paths)
 rule trust_validation:
     input:
@@ -100,9 +162,12 @@ rule trust_validation:
             "results/maps/msssim/{method}/{realization}/sigma{sigma}.h5",
             TRUST_VALIDATION_KEYS,
         ),
-        pores=keyed_paths(
+        pores=[trust_validation_pores(key) for key in TRUST_VALIDATION_KEYS],
+        training=expand(
             "results/trust/pores/{method}/{realization}/sigma{sigma}.csv",
-            TRUST_VALIDATION_KEYS,
+            method=TRUST_METHODS if TRUST["classifier"] else [],
+            realization=TRUST_FIT,
+            sigma=TRUST_SIGMAS,
         ),
         lres=keyed_paths(
             "results/recon/{realization}/sigma{sigma}.h5", TRUST_VALIDATION_KEYS
@@ -115,6 +180,18 @@ rule trust_validation:
             caption="../report/trust_validation.rst",
             category="Tables",
             labels={"table": "trust_validation"},
+        ),
+        roc=report(
+            "results/tables/trust_roc.csv",
+            caption="../report/trust_roc.rst",
+            category="Tables",
+            labels={"table": "trust_roc"},
+        ),
+        reliability=report(
+            "results/tables/trust_reliability.csv",
+            caption="../report/trust_reliability.rst",
+            category="Tables",
+            labels={"table": "trust_reliability"},
         ),
     log:
         "logs/trust/validation.log",
@@ -145,6 +222,8 @@ rule fig10_trust_maps:
             sigma=TRUST_FIGURE_SIGMAS,
         ),
         validation="results/tables/trust_validation.csv",
+        roc="results/tables/trust_roc.csv",
+        reliability="results/tables/trust_reliability.csv",
     output:
         **figure_rule_outputs("fig10_trust_maps"),
     log:

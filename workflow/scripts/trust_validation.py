@@ -1,5 +1,6 @@
 """Rule trust_validation (workflow/rules/trust.smk): the trust maps against the ground truth's verdicts
-(MS-SSIM maps, spurious pores) and each ensemble against its single model -> trust_validation.csv.
+(MS-SSIM maps, spurious pores), the spurious-pore classifier on alternate, and each ensemble against its
+single model -> trust_validation.csv (+ trust_roc.csv, trust_reliability.csv for fig10).
 
 Each recovery's method, realization and σ come from the rule (params.volumes), beside its files."""
 
@@ -21,4 +22,7 @@ with script_logging(snakemake):  # noqa: F821
         inputs.ground_truth,
         snakemake.output[0],  # noqa: F821
         config,
+        training_pores=list(inputs.training),
+        roc_output=snakemake.output.roc,  # noqa: F821
+        reliability_output=snakemake.output.reliability,  # noqa: F821
     )

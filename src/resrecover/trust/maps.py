@@ -39,10 +39,14 @@ standard deviation (ddof = 1) of the K recovered volumes, **in material fraction
 material-void contrast is 1); exactly 0 where all members agree. Their mean is the ensemble's
 recovery (:func:`ensemble_from_files`).
 
-Maps are written by :func:`write_trust_maps` as HDF5 datasets ``residual``, ``disagreement`` and
-``noise_std`` (float32, z-y-x, NaN outside the mask) with attribute ``voxel_size_um``. For
-Richardson-Lucy, which has no ensemble, ``disagreement`` is present and all NaN (attribute
-``disagreement_available`` False), so every trust file has the same datasets.
+**Test-time-augmentation variance** (:mod:`.tta`): the variance of a network's output over in-plane
+flips of its input, in material fraction²; no training, one network pass per transform.
+
+Maps are written by :func:`write_trust_maps` as HDF5 datasets ``residual``, ``disagreement``,
+``noise_std`` and ``tta_variance`` (float32, z-y-x, NaN outside the mask) with attribute
+``voxel_size_um``. For Richardson-Lucy, which has no ensemble and no network, ``disagreement`` and
+``tta_variance`` are present and all NaN (attributes ``disagreement_available``,
+``tta_variance_available`` False), so every trust file has the same datasets.
 
 Own scans (:func:`estimate_blur_um`, :func:`calibrate_on_overlap`): the blur between a registered
 high-resolution volume and the low-resolution one resampled onto its grid is unknown; it is
@@ -71,7 +75,7 @@ MAD_TO_STD = 1.482602218505602
 #: a noise block needs this fraction of valid coefficients, else it takes its neighbours' value
 MIN_BLOCK_FILL = 0.25
 #: datasets of a trust-map file
-TRUST_DATASETS = ("residual", "disagreement", "noise_std")
+TRUST_DATASETS = ("residual", "disagreement", "noise_std", "tta_variance")
 
 
 class TrustError(ResrecoverError):
@@ -425,12 +429,14 @@ def write_trust_maps(
     disagreement: np.ndarray | None,
     noise_std: np.ndarray,
     voxel_size_um: float,
+    tta_variance: np.ndarray | None = None,
     **attrs,
 ) -> None:
     """Write the trust maps of one volume atomically (datasets :data:`TRUST_DATASETS`).
 
     ``disagreement`` None (no ensemble: Richardson-Lucy) is stored as an all-NaN dataset and the
-    attribute ``disagreement_available`` is False.
+    attribute ``disagreement_available`` is False; likewise ``tta_variance`` None (no network, or
+    ``trust.tta_transforms: none``) and ``tta_variance_available``.
     """
     import h5py
 
@@ -442,11 +448,14 @@ def write_trust_maps(
     available = disagreement is not None
     if not available:
         disagreement = np.full(shape, np.nan, dtype=np.float32)
-    data = {"residual": residual, "disagreement": disagreement, "noise_std": noise_std}
+    tta_available = tta_variance is not None
+    if not tta_available:
+        tta_variance = np.full(shape, np.nan, dtype=np.float32)
+    data = {"residual": residual, "disagreement": disagreement, "noise_std": noise_std, "tta_variance": tta_variance}
     for name, value in data.items():
         if np.shape(value) != shape:
             raise TrustError(f"{path}: map '{name}' has shape {np.shape(value)}; expected {shape}")
-    check_free_disk(path, 3 * residual.size * 4)
+    check_free_disk(path, len(data) * residual.size * 4)
     with atomic_output(path) as tmp:
         with h5py.File(tmp, "w") as fh:
             for name, value in data.items():
@@ -456,6 +465,8 @@ def write_trust_maps(
             fh.attrs["residual_units"] = "noise variances (1 = consistent with the input's noise)"
             fh.attrs["disagreement_units"] = "material fraction (sample std of the ensemble members)"
             fh.attrs["noise_std_units"] = "material fraction"
+            fh.attrs["tta_variance_available"] = bool(tta_available)
+            fh.attrs["tta_variance_units"] = "material fraction² (variance of the network's output over in-plane transforms)"
             set_attrs(fh, provenance())
             set_attrs(fh, attrs)
 

@@ -38,7 +38,10 @@ def trust_plan(config: dict) -> dict:
     - ``member_realizations`` : realizations the ensemble members recover;
     - ``evaluate_ensembles`` : whether the ensembles join the study's tables (they cover every σ:
       then they are recovered and evaluated like any method, on both realizations);
-    - ``ensemble_size`` : K.
+    - ``ensemble_size`` : K;
+    - ``classifier`` : whether the spurious-pore classifier is fitted and applied;
+    - ``fit_realizations`` : realizations it is fitted and calibrated on (they get trust maps too);
+    - ``flag_realizations`` : realizations whose pores it scores (the others: ``alternate``).
 
     Raises :class:`resrecover.config.ConfigError` for a σ that is not a low-resolution level (or,
     for an ensemble σ, not a trust level).
@@ -56,6 +59,9 @@ def trust_plan(config: dict) -> dict:
         "member_realizations": [],
         "evaluate_ensembles": False,
         "ensemble_size": int(block["ensemble_size"]),
+        "classifier": False,
+        "fit_realizations": [],
+        "flag_realizations": [],
     }
     sigmas = _sigma_subset(
         block, "sigmas_um", lres, f"of scan.sigmas_um {config['scan']['sigmas_um']}; expected a subset of it"
@@ -76,16 +82,22 @@ def trust_plan(config: dict) -> dict:
     if plan["ensemble_size"] < 2:  # no ensemble: residual maps only
         ensemble_sigmas = []
     evaluate = set(ensemble_sigmas) == set(lres) and bool(networks)
+    classifier = bool(block["classifier"]["enabled"]) and bool(methods)
+    # the classifier's fitting realizations need trust maps and per-pore features of their own
+    fit = list(block["classifier"]["fit_realizations"]) if classifier else []
     plan.update(
         methods=methods,
         networks=networks,
         ensemble_methods=[ensemble_method(n) for n in networks] if ensemble_sigmas else [],
         sigmas=[s for s in lres if s in sigmas],
         ensemble_sigmas=[s for s in lres if s in ensemble_sigmas] if networks else [],
-        realizations=[r for r in REALIZATIONS if r in block["realizations"]],
+        realizations=[r for r in REALIZATIONS if r in block["realizations"] or r in fit],
         member_realizations=(
-            list(REALIZATIONS) if evaluate else [r for r in REALIZATIONS if r in block["realizations"]]
+            list(REALIZATIONS) if evaluate else [r for r in REALIZATIONS if r in block["realizations"] or r in fit]
         ),
         evaluate_ensembles=evaluate,
+        classifier=classifier,
+        fit_realizations=[r for r in REALIZATIONS if r in fit],
+        flag_realizations=[r for r in REALIZATIONS if r in block["realizations"] and r not in fit],
     )
     return plan

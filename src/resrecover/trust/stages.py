@@ -58,9 +58,12 @@ def trust_maps_from_files(
     sigma_um: float,
     ensemble_path: str | Path | None = None,
     workers: int = 1,
+    model_files: tuple[str | Path, str | Path] | None = None,
+    device=None,
     **provenance,
 ) -> dict:
-    """Write the trust maps (``residual``, ``disagreement``, ``noise_std``) of one recovered volume.
+    """Write the trust maps (``residual``, ``disagreement``, ``noise_std``, ``tta_variance``) of one
+    recovered volume.
 
     Parameters
     ----------
@@ -72,6 +75,10 @@ def trust_maps_from_files(
     ensemble_path : the method's ensemble file (dataset ``disagreement``); None: no ensemble, the
         disagreement map is stored all NaN.
     workers : FFT threads.
+    model_files : the network's ``(model.safetensors, model.json)``: its test-time-augmentation
+        variance (:mod:`.tta`, transforms ``trust.tta_transforms``) is stored; None (RL, or
+        ``tta_transforms: none``): the ``tta_variance`` map is all NaN.
+    device : torch device for that variance (None: :func:`resrecover.methods.device.acquire_device`).
 
     Returns
     -------
@@ -97,15 +104,25 @@ def trust_maps_from_files(
         if disagreement.shape != residual.shape:
             raise TrustError(f"{ensemble_path}: disagreement shape {disagreement.shape} differs from {residual.shape}")
         disagreement[~mask] = np.nan
+    tta_variance = None
+    transforms = config["trust"]["tta_transforms"]
+    if model_files is not None and transforms != "none":
+        from .tta import tta_variance_from_files
+
+        tta_variance = tta_variance_from_files(*model_files, lres_path, recovered_path, config["inference"],
+                                               transforms, device=device)
+        tta_variance[~mask] = np.nan
     write_trust_maps(
         output_path,
         residual,
         disagreement,
         noise,
         voxel,
+        tta_variance=tta_variance,
         method=method,
         sigma_um=float(sigma_um),
         target_sigma_um=target,
+        tta_transforms=transforms if tta_variance is not None else "none",
         recovered=str(recovered_path),
         lres=str(lres_path),
         ensemble=str(ensemble_path) if ensemble_path else "",
@@ -138,22 +155,31 @@ def pore_trust_from_files(
     pores_path: str | Path,
     output_path: str | Path,
     config: dict,
+    recovered_path: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Write results/trust/pores/{method}/{realization}/sigma{σ}.csv: the pore rows + trust columns.
+    """Write results/trust/pores/{method}/{realization}/sigma{σ}.csv: the pore rows + trust columns
+    + the per-pore features of the spurious-pore classifier (:mod:`.features`).
 
     The pore table and labels are the evaluation's (results/pores/..., results/labels/...); the
-    table is copied, not rewritten in place.
+    table is copied, not rewritten in place. ``recovered_path`` (the volume the labels were
+    segmented from) gives the features that read grey values: ``contrast_noise`` against the
+    segmentation's Otsu threshold inside the foam (:func:`resrecover.evaluate.segmentation.pore_threshold`,
+    before any denoising) in units of the recovered volume's local noise
+    (:func:`.maps.noise_level_map`, blocks of ``trust.noise_block_um``); without it only the
+    trust columns are added.
     """
     from ..evaluate.pores import read_labels
 
-    maps, maps_attrs = read_trust_maps(maps_path, names=("residual", "disagreement"))
+    maps, maps_attrs = read_trust_maps(maps_path, names=("residual", "disagreement", "tta_variance"))
     labels, _ = read_labels(labels_path)
     table = pd.read_csv(pores_path)
     block = config["trust"]
     out = pore_trust_table(
-        table, labels, maps, wall_voxels=float(block["pore_wall_voxels"]),
+        table, labels, {k: maps[k] for k in ("residual", "disagreement")}, wall_voxels=float(block["pore_wall_voxels"]),
         disagreement_scale=float(block["disagreement_scale"]),
     )
+    if recovered_path is not None:
+        out = _with_features(out, labels, recovered_path, maps, config)
     out["calibrated"] = scores_calibrated(maps_attrs.get("domain_check", ""))
     if not out["calibrated"].all():
         log.warning("%s: the recovered volume is unlike its model's training input; its pore scores are not "
@@ -168,6 +194,27 @@ def pore_trust_from_files(
             float(out.loc[spurious, "trust"].median()) if spurious.any() else float("nan"),
         )
     return out
+
+
+def _with_features(table: pd.DataFrame, labels, recovered_path, maps: dict, config: dict) -> pd.DataFrame:
+    """``table`` with :mod:`.features`' columns (the TTA variance mean over each pore and its wall)."""
+    from ..evaluate.segmentation import pore_threshold
+    from ..evaluate.stages import evaluation_masks
+    from ..masks import fov_mask
+    from .features import pore_features
+    from .maps import noise_level_map
+
+    recovered, attrs = read_volume(recovered_path)
+    if recovered.shape != labels.shape:
+        raise TrustError(f"{recovered_path}: shape {recovered.shape} differs from its labels' {labels.shape}")
+    voxel = float(attrs.get("voxel_size_um", config["voxel_size_um"]))
+    foam, metric = evaluation_masks(config, recovered.shape)
+    block_vox = max(2, int(round(float(config["trust"]["noise_block_um"]) / voxel)))
+    return pore_features(
+        table, labels, recovered, pore_threshold(recovered, foam), noise_level_map(recovered, metric, block_vox),
+        fov_mask(config, recovered.shape), voxel, maps={"tta_variance": maps["tta_variance"]},
+        wall_voxels=float(config["trust"]["pore_wall_voxels"]),
+    )
 
 
 def _calibration_rows(config, volumes, ground_truth_path, foam_and_fov) -> list[dict]:
@@ -206,6 +253,9 @@ def trust_validation_from_files(
     ground_truth_path: str | Path,
     output_path: str | Path,
     config: dict,
+    training_pores=(),
+    roc_output: str | Path | None = None,
+    reliability_output: str | Path | None = None,
 ) -> pd.DataFrame:
     """Write results/tables/trust_validation.csv (columns :data:`VALIDATION_COLUMNS`).
 
@@ -232,9 +282,21 @@ def trust_validation_from_files(
     - for each network with an ensemble: ``recovery_pct``, ``n_pores``, ``n_matched``,
       ``n_missed``, ``n_spurious``, ``porosity_error_pct``, ``sphericity_mean`` of the single
       model (method ``{network}``) and of the ensemble mean (method ``{network}_ensemble``), from
-      their per-volume pore summaries.
+      their per-volume pore summaries;
+    - where a ``pores`` table is scored by the spurious-pore classifier (column ``p_spurious``,
+      rule ``flag_pores``): the rows of :func:`.spurious.classifier_rows` (AUC with bootstrap
+      intervals, gain over size, calibration error, achieved FDR and power, drop-one AUC refitted
+      on ``training_pores``, the fitting realization's tables); its ROC curves and reliability
+      table go to ``roc_output`` and ``reliability_output``.
     """
     from ..masks import foam_mask, fov_mask
+    from .spurious import RELIABILITY_COLUMNS, ROC_COLUMNS, classifier_curves, classifier_rows
+
+    training = {}
+    for path in training_pores:
+        table = pd.read_csv(path)
+        training.setdefault(str(table["method"].iloc[0]) if len(table) else "", []).append(table)
+    rocs, reliabilities = [pd.DataFrame(columns=ROC_COLUMNS)], [pd.DataFrame(columns=RELIABILITY_COLUMNS)]
 
     volumes = [dict(v, sigma_um=round(float(v["sigma_um"]), 6)) for v in volumes]
     volumes.sort(key=lambda v: (v["method"], v["realization"], v["sigma_um"]))
@@ -242,20 +304,26 @@ def trust_validation_from_files(
     region = None
     for volume in volumes:
         method, realization, sigma = volume["method"], volume["realization"], volume["sigma_um"]
-        maps, _ = read_trust_maps(volume["maps"], names=("residual", "disagreement"))
+        maps, _ = read_trust_maps(volume["maps"], names=("residual", "disagreement", "tta_variance"))
         if region is None:
             shape = maps["residual"].shape
             region = foam_mask(config, shape) & fov_mask(config, shape)
         if volume.get("msssim"):
             quality, _ = read_volume(volume["msssim"], check_finite=False)
-            for name in ("residual", "disagreement"):
+            for name in ("residual", "disagreement", "tta_variance"):
                 rho, n = spearman_map_correlation(maps[name], quality, region)
                 rows.append(_row(method, realization, sigma, "spearman_vs_1_minus_msssim", name, rho, n))
         values = maps["residual"][region]
         values = values[np.isfinite(values)]
         rows.append(_row(method, realization, sigma, "residual_median", "residual", float(np.median(values)), values.size))
         if volume.get("pores"):
-            rows += pore_auc_rows(pd.read_csv(volume["pores"]), method, realization, sigma)
+            pores = pd.read_csv(volume["pores"])
+            rows += pore_auc_rows(pores, method, realization, sigma)
+            if "p_spurious" in pores.columns:
+                rows += classifier_rows(pores, training.get(method, []), config, method, realization, sigma)
+                roc, reliability = classifier_curves(pores, config, method, sigma)
+                rocs.append(roc)
+                reliabilities.append(reliability)
     if region is not None:
         rows += _calibration_rows(config, volumes, ground_truth_path, region)
     if summary_paths:
@@ -266,6 +334,9 @@ def trust_validation_from_files(
     table = pd.DataFrame(rows, columns=VALIDATION_COLUMNS)
     table = table.sort_values(["sigma_um", "method", "quantity", "map"], kind="mergesort").reset_index(drop=True)
     atomic_write_csv(table, output_path)
+    for output, frames in ((roc_output, rocs), (reliability_output, reliabilities)):
+        if output is not None:
+            atomic_write_csv(pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True), output)
     log.info("%s: %d rows", output_path, len(table))
     return table
 

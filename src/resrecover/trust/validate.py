@@ -103,8 +103,8 @@ def size_stratified_auc(scores, positive, diameters, n_strata: int = 4) -> float
 def pore_auc_rows(table: pd.DataFrame, method: str, realization: str, sigma_um: float) -> list[dict]:
     """ROC AUC rows of one per-pore trust table: spurious (``matched_gt_label == 0``) vs matched.
 
-    Scores are oriented so that a high score means "suspect": the residual and disagreement means
-    as they are, and 1 − trust. A baseline that needs no map, the pore's smallness (map
+    Scores are oriented so that a high score means "suspect": the residual, disagreement and (where
+    the table has it) test-time-augmentation variance means as they are, and 1 − trust. A baseline that needs no map, the pore's smallness (map
     ``size_baseline``, score −diameter), is given beside them: spurious pores are mostly small, so
     a map is only useful where it beats that.
     """
@@ -113,11 +113,14 @@ def pore_auc_rows(table: pd.DataFrame, method: str, realization: str, sigma_um: 
             raise TrustError(f"per-pore trust table of {method}/{realization}/σ {sigma_um:g}: no column '{column}'")
     spurious = table["matched_gt_label"].to_numpy() == 0
     rows = []
-    for name, score in (
+    scores = [
         ("residual", table["residual_mean"]),
         ("disagreement", table["disagreement_mean"]),
         ("trust", 1.0 - table["trust"]),
-    ):
+    ]
+    if "tta_variance_mean" in table.columns:
+        scores.append(("tta_variance", table["tta_variance_mean"]))
+    for name, score in scores:
         score = score.to_numpy(dtype=np.float64)
         n = int(np.isfinite(score).sum())
         rows.append(_row(method, realization, sigma_um, "roc_auc_spurious", name, roc_auc(score, spurious), n))

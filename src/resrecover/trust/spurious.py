@@ -1,0 +1,235 @@
+"""The spurious-pore classifier as the workflow runs it: fit where the truth is known, flag elsewhere.
+
+Three rule entry points (workflow/rules/trust.smk):
+
+- :func:`fit_trust_model_from_files` (rule ``trust_model``): one :class:`~.score.TrustModel` per
+  method, fitted on the per-pore tables of the realizations named in ``trust.classifier.fit_realizations``
+  (``train``: never ``alternate``, which only reports), pooled over the trust σ levels (a dozen
+  spurious pores per level is too few to fit on alone); saved as JSON beside the trust maps.
+- :func:`flag_pores_from_files` (rule ``flag_pores``): ``p_spurious`` of every pore of a volume, its
+  conformal p-value against the *same σ's* matched pores of the fitting realization, and the
+  Benjamini-Hochberg flag list at ``trust.classifier.fdr`` (:mod:`.conformal`).
+- :func:`classifier_rows` and :func:`classifier_curves` (rule ``trust_validation``): on a realization
+  with ground truth, ROC AUC with bootstrap intervals (score and size alone, and their
+  difference), expected calibration error, achieved FDR and power, and the AUC with each feature
+  dropped; ROC curves with bootstrap bands and the reliability table for fig10.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_write_csv
+from .conformal import fdr_and_power, flag_spurious
+from .maps import TrustError
+from .score import (
+    auc_difference_bootstrap,
+    expected_calibration_error,
+    fit_trust_model,
+    load_trust_model,
+    reliability_table,
+    roc_auc_bootstrap,
+    TrustModel,
+    save_trust_model,
+    spurious_labels,
+)
+from .validate import _row
+
+log = logging.getLogger(__name__)
+
+#: the realization the classifier reports on and is never fitted or calibrated on
+REPORTING_REALIZATION = "alternate"
+#: columns of results/tables/trust_roc.csv
+ROC_COLUMNS = ["method", "sigma_um", "score", "fpr", "tpr", "tpr_low", "tpr_high"]
+#: columns of results/tables/trust_reliability.csv
+RELIABILITY_COLUMNS = ["method", "sigma_um", "bin", "p_mean", "observed", "n"]
+#: false-positive rates at which the ROC curves and their bootstrap bands are tabulated
+FPR_GRID = np.linspace(0.0, 1.0, 51)
+
+
+def _read_tables(paths, what: str) -> list[pd.DataFrame]:
+    tables = []
+    for path in paths:
+        table = pd.read_csv(path)
+        for column in ("method", "realization", "sigma_um", "matched_gt_label"):
+            if column not in table.columns:
+                raise TrustError(f"{path}: no column '{column}'; expected a per-pore trust table ({what})")
+        if (table["realization"] == REPORTING_REALIZATION).any():
+            raise TrustError(f"{path}: pores of '{REPORTING_REALIZATION}'; expected none ({what}: alternate only reports)")
+        tables.append(table)
+    return tables
+
+
+def fit_trust_model_from_files(pore_paths, output_path: str | Path, config: dict):
+    """Fit one method's trust model on its per-pore tables (results/trust/pores/...); write JSON.
+
+    The tables' ``method``, ``realization`` and ``sigma_um`` columns are recorded in the model's
+    ``training`` list; a table of ``alternate`` is refused.
+    """
+    block = config["trust"]["classifier"]
+    tables = _read_tables(pore_paths, "fitting")
+    methods = {str(m) for t in tables for m in t["method"].unique()}
+    if len(methods) > 1:
+        raise TrustError(f"{', '.join(map(str, pore_paths))}: methods {sorted(methods)}; expected one method's tables")
+    info = [
+        {"realization": str(t["realization"].iloc[0]) if len(t) else "", "method": next(iter(methods), ""),
+         "sigma_um": float(t["sigma_um"].iloc[0]) if len(t) else float("nan"), "file": str(p)}
+        for t, p in zip(tables, pore_paths)
+    ]
+    labels = np.concatenate([spurious_labels(t) for t in tables]) if tables else np.zeros(0, bool)
+    if labels.size and 0 < labels.sum() < labels.size:
+        model = fit_trust_model(tables, features=list(block["features"]), training_info=info, l2=float(block["l2"]))
+    else:
+        model = unfitted_model(tables, info, int(labels.sum()), labels.size)
+    save_trust_model(model, output_path)
+    log.info("%s: fitted on %d pores (%d spurious) of %s; features %s, coefficients %s", output_path,
+             sum(len(t) for t in tables), int(sum(spurious_labels(t).sum() for t in tables)),
+             ", ".join(f"{i['realization']} σ {i['sigma_um']:g}" for i in info), model.features,
+             np.round(model.coef, 3).tolist())
+    return model
+
+
+def unfitted_model(tables, info, n_spurious: int, n: int) -> TrustModel:
+    """A constant model for training pores that are all real (or all spurious): nothing to separate.
+
+    Every pore gets the smoothed training rate (n_spurious + ½) / (n + 1) as ``p_spurious``, so its
+    conformal p-values are ~uniform and the flag list stays empty; a note and a warning say why. The
+    workflow goes on (a network that makes no spurious pore on train is no error).
+    """
+    rate = (n_spurious + 0.5) / (n + 1.0)
+    note = (f"not fitted: {n_spurious} spurious of {n} training pores; expected both kinds, so every pore "
+            f"gets the training rate {rate:.3g}")
+    log.warning("trust model: %s", note)
+    one = np.ones(1)
+    real = [t[~spurious_labels(t)] for t in tables]
+    model = TrustModel(features=["diameter_um"], mean=0 * one, scale=one, coef=0 * one,
+                       intercept=float(np.log(rate / (1.0 - rate))), impute=0 * one,
+                       calibration_scores=np.zeros(0), training=[dict(i, role="fit") for i in info], notes=[note])
+    n_real = sum(len(r) for r in real)
+    model.calibration_scores = np.full(n_real, rate) if n_real else np.array([rate])
+    return model
+
+
+def calibrated_model(model, calibration: pd.DataFrame):
+    """``model`` with its conformal calibration scores taken from ``calibration``'s matched pores."""
+    real = calibration[~spurious_labels(calibration)]
+    if real.empty:
+        log.warning("calibration table: no matched pore at this σ; the model's own calibration scores are used")
+        return model
+    return dataclasses.replace(model, calibration_scores=np.sort(model.p_spurious(real)))
+
+
+def flag_pores_from_files(pores_path, model_path, calibration_path, output_path, config: dict) -> pd.DataFrame:
+    """Write the per-pore table with ``p_spurious``, ``conformal_p`` and ``flagged`` added.
+
+    ``calibration_path``: the fitting realization's per-pore table at the same method and σ, whose
+    matched pores calibrate the conformal p-values (blur changes what a real pore looks like).
+    """
+    model = load_trust_model(model_path)
+    (calibration,) = _read_tables([calibration_path], "calibration")
+    table = pd.read_csv(pores_path)
+    out = flag_spurious(calibrated_model(model, calibration), table, alpha=float(config["trust"]["classifier"]["fdr"]))
+    atomic_write_csv(out, output_path)
+    log.info("%s: %d pores, median p_spurious %.3g, %d flagged at FDR %g", output_path, len(out),
+             float(out["p_spurious"].median()) if len(out) else float("nan"), int(out["flagged"].sum()),
+             float(config["trust"]["classifier"]["fdr"]))
+    return out
+
+
+def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], config: dict, method: str,
+                    realization: str, sigma_um: float) -> list[dict]:
+    """trust_validation.csv rows of one scored volume (``flag_pores``' table) against its ground truth.
+
+    Quantities (``map`` = the score): ``roc_auc_spurious`` with ``roc_auc_ci_low`` / ``roc_auc_ci_high``
+    (stratified bootstrap, ``trust.classifier.bootstrap`` resamples, 95%) for ``p_spurious`` and
+    ``size_baseline`` (−diameter); ``roc_auc_gain_over_size`` (paired) with its interval;
+    ``expected_calibration_error``; ``fdr_setting``, ``fdr_achieved``, ``power``, ``n_flagged``;
+    ``roc_auc_drop_one`` (``map`` = the feature left out, refitted on ``training``).
+    """
+    block = config["trust"]["classifier"]
+    n_boot = int(block["bootstrap"])
+    y = spurious_labels(scored)
+    n = len(scored)
+    if y.sum() == 0 or y.all():
+        return [_row(method, realization, sigma_um, "spurious_pores_scored", "p_spurious", float(y.sum()), n)]
+    p = scored["p_spurious"].to_numpy(dtype=np.float64)
+    smallness = -scored["diameter_um"].to_numpy(dtype=np.float64)
+    rows = []
+    for name, score in (("p_spurious", p), ("size_baseline", smallness)):
+        auc, lo, hi = roc_auc_bootstrap(score, y, n_boot=n_boot)
+        # size_baseline's AUC itself is already a row of validate.pore_auc_rows
+        quantities = (("roc_auc_spurious", auc),) if name == "p_spurious" else ()
+        rows += [_row(method, realization, sigma_um, q, name, v, n)
+                 for q, v in (*quantities, ("roc_auc_ci_low", lo), ("roc_auc_ci_high", hi))]
+    gain, lo, hi = auc_difference_bootstrap(p, smallness, y, n_boot=n_boot)
+    rows += [_row(method, realization, sigma_um, q, "p_spurious", v, n)
+             for q, v in (("roc_auc_gain_over_size", gain), ("roc_auc_gain_ci_low", lo), ("roc_auc_gain_ci_high", hi))]
+    fdr, power, n_flagged = fdr_and_power(scored["flagged"].to_numpy(dtype=bool), y)
+    rows += [
+        _row(method, realization, sigma_um, "expected_calibration_error", "p_spurious",
+             expected_calibration_error(p, y), n),
+        _row(method, realization, sigma_um, "fdr_setting", "flagged", float(block["fdr"]), n),
+        _row(method, realization, sigma_um, "fdr_achieved", "flagged", fdr, n_flagged),
+        _row(method, realization, sigma_um, "power", "flagged", power, int(y.sum())),
+        _row(method, realization, sigma_um, "n_flagged", "flagged", float(n_flagged), n),
+    ]
+    if not training or not 0 < sum(int(spurious_labels(t).sum()) for t in training) < sum(len(t) for t in training):
+        return rows  # no model to refit (unfitted_model)
+    # the features the full model kept (those NaN or constant in training were dropped), each left out
+    # in turn; calibration is not used here, naming its frames keeps fit_trust_model from warning
+    fit = dict(l2=float(block["l2"]), calibration_frames=training)
+    features = fit_trust_model(training, features=list(block["features"]), **fit).features
+    for dropped in features:
+        kept = [f for f in features if f != dropped]
+        if not kept:
+            continue
+        model = fit_trust_model(training, features=kept, **fit)
+        auc, _, _ = roc_auc_bootstrap(model.p_spurious(scored), y, n_boot=1)
+        rows.append(_row(method, realization, sigma_um, "roc_auc_drop_one", dropped, auc, n))
+    return rows
+
+
+def roc_band(score, y, n_boot: int, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """ROC curve on :data:`FPR_GRID` (``fpr``, ``tpr``) with a stratified-bootstrap band of the TPR."""
+    score = np.asarray(score, dtype=np.float64)
+    y = np.asarray(y, dtype=bool)
+
+    def curve(s, t):
+        # the ROC's TPR at each grid FPR: ties get the mid-rank (interpolated) curve
+        order = np.argsort(-s, kind="mergesort")
+        t = t[order]
+        tpr = np.concatenate([[0.0], np.cumsum(t) / max(t.sum(), 1)])
+        fpr = np.concatenate([[0.0], np.cumsum(~t) / max((~t).sum(), 1)])
+        return np.interp(FPR_GRID, fpr, tpr)
+
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    samples = np.empty((n_boot, FPR_GRID.size))
+    for b in range(n_boot):
+        idx = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
+        samples[b] = curve(score[idx], y[idx])
+    tail = (1.0 - level) / 2.0
+    return pd.DataFrame({"fpr": FPR_GRID, "tpr": curve(score, y),
+                         "tpr_low": np.quantile(samples, tail, axis=0) if n_boot else np.nan,
+                         "tpr_high": np.quantile(samples, 1.0 - tail, axis=0) if n_boot else np.nan})
+
+
+def classifier_curves(scored: pd.DataFrame, config: dict, method: str, sigma_um: float):
+    """(ROC rows, reliability rows) of one scored volume for results/tables/trust_roc.csv and
+    trust_reliability.csv (columns :data:`ROC_COLUMNS`, :data:`RELIABILITY_COLUMNS`)."""
+    y = spurious_labels(scored)
+    if y.sum() == 0 or y.all():
+        return pd.DataFrame(columns=ROC_COLUMNS), pd.DataFrame(columns=RELIABILITY_COLUMNS)
+    n_boot = int(config["trust"]["classifier"]["bootstrap"])
+    rocs = []
+    for name, score in (("p_spurious", scored["p_spurious"]), ("size_baseline", -scored["diameter_um"])):
+        band = roc_band(score.to_numpy(dtype=np.float64), y, n_boot)
+        rocs.append(band.assign(method=method, sigma_um=float(sigma_um), score=name)[ROC_COLUMNS])
+    reliability = reliability_table(scored["p_spurious"].to_numpy(dtype=np.float64), y)
+    reliability = reliability.assign(method=method, sigma_um=float(sigma_um))[RELIABILITY_COLUMNS]
+    return pd.concat(rocs, ignore_index=True), reliability
