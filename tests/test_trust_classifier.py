@@ -19,6 +19,7 @@ from resrecover.trust import read_trust_maps, trust_plan
 from resrecover.trust.maps import TrustError, gaussian_blur
 from resrecover.trust.score import load_trust_model
 from resrecover.trust.spurious import (
+    choose_l2,
     classifier_curves,
     classifier_rows,
     fit_trust_model_from_files,
@@ -169,6 +170,9 @@ def test_the_model_is_fitted_on_train_only_and_records_it(tmp_path):
     assert {entry["realization"] for entry in model.training} == {"train"}
     assert sorted(entry["sigma_um"] for entry in model.training) == [3.0, 9.0]
     assert "disagreement_mean" not in model.features  # NaN everywhere (no ensemble): dropped with a note
+    # the penalty: chosen among the candidates by leaving out one fitting table at a time
+    assert model.l2 in config["trust"]["classifier"]["l2_candidates"]
+    assert any("leave-one-table-out" in note for note in model.notes)
     assert any("disagreement_mean" in note for note in model.notes)
     # a table of the reporting realization is refused, by name
     _pore_table("alternate", 9).to_csv(tmp_path / "alt.csv", index=False)
@@ -234,3 +238,16 @@ def test_the_plan_adds_the_fitting_realization_and_never_flags_it():
     off["trust"]["classifier"]["enabled"] = False
     plan = trust_plan(off)
     assert not plan["classifier"] and plan["realizations"] == ["alternate"] and plan["fit_realizations"] == []
+
+
+def test_the_penalty_is_chosen_on_held_out_fitting_tables():
+    tables = [_pore_table("train", s, seed=s) for s in (3, 5, 7, 9)]
+    features = ["diameter_um", "contrast_noise", "residual_mean"]
+    l2, held_out = choose_l2(tables, features, [0.01, 1.0, 1e6], default=2.0)
+    assert set(held_out) == {0.01, 1.0, 1e6}
+    # held-out tables are scored by models that never saw them, and the rule is learnable
+    assert all(0.8 < auc <= 1.0 for auc in held_out.values())
+    best = max(held_out.values())
+    assert l2 == max(k for k, v in held_out.items() if v == best)  # ties: the larger penalty
+    assert choose_l2(tables, features, [1.0], default=2.0) == (2.0, {})  # nothing to choose from
+    assert choose_l2(tables[:1], features, [0.1, 1.0], default=2.0) == (2.0, {})  # nothing to hold out

@@ -42,6 +42,13 @@ def _glibc():
         return None
 
 
+def retained_bytes(max_memory_gb: float | None = None) -> int:
+    """Freed heap to keep: :data:`RETAIN_BYTES`, or at most half of a RAM budget (GB) when one is set."""
+    if max_memory_gb is None:
+        return RETAIN_BYTES
+    return max(0, min(RETAIN_BYTES, int(float(max_memory_gb) * 1e9 / 2)))
+
+
 @contextlib.contextmanager
 def retained_heap(retain_bytes: int = RETAIN_BYTES):
     """Within the block, freed heap memory (up to ``retain_bytes``) stays with the process for reuse.

@@ -69,6 +69,7 @@ for 3D the caller adds and removes the channel axis (see :mod:`resrecover.method
 
 from __future__ import annotations
 
+
 import dataclasses
 import logging
 import math
@@ -76,7 +77,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from resrecover.methods.heap import retained_heap
+from resrecover.methods.heap import retained_bytes, retained_heap
 
 # the plan (tile origins, blending weights) is re-exported here, the module callers know
 from resrecover.methods.tile_plan import (  # noqa: F401
@@ -450,8 +451,10 @@ def predict_tiled(
             shape, tile, tile_overlap, modes, runner.batch_size, slab,
         )
         try:
-            # the predictor's per-batch allocations reuse the heap instead of faulting pages in every batch
-            with retained_heap():
+            # the predictor's per-batch allocations reuse the heap instead of faulting pages in every batch;
+            # under a RAM budget at most half of it stays retained (a whole 1 GB broke the out-of-core
+            # row's 143 MB budget: benchmarks/NOTES.md)
+            with retained_heap(retained_bytes(max_memory_gb)):
                 n_tiles = _predict_once(runner, source, sink, tile, tile_overlap, modes, multiples, slab, progress)
         except _TileTooLarge:
             smaller = [

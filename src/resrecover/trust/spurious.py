@@ -83,7 +83,12 @@ def fit_trust_model_from_files(pore_paths, output_path: str | Path, config: dict
     ]
     labels = np.concatenate([spurious_labels(t) for t in tables]) if tables else np.zeros(0, bool)
     if labels.size and 0 < labels.sum() < labels.size:
-        model = fit_trust_model(tables, features=list(block["features"]), training_info=info, l2=float(block["l2"]))
+        features = list(block["features"])
+        l2, cv = choose_l2(tables, features, block["l2_candidates"], default=float(block["l2"]))
+        model = fit_trust_model(tables, features=features, training_info=info, l2=l2)
+        if cv:
+            model.notes.append(f"l2 = {l2:g} chosen by leave-one-table-out cross-validation on the fitting pores "
+                               f"(mean held-out ROC AUC by l2: {', '.join(f'{k:g}: {v:.3f}' for k, v in cv.items())})")
     else:
         model = unfitted_model(tables, info, int(labels.sum()), labels.size)
     save_trust_model(model, output_path)
@@ -92,6 +97,35 @@ def fit_trust_model_from_files(pore_paths, output_path: str | Path, config: dict
              ", ".join(f"{i['realization']} σ {i['sigma_um']:g}" for i in info), model.features,
              np.round(model.coef, 3).tolist())
     return model
+
+
+def choose_l2(tables, features, candidates, default: float) -> tuple[float, dict]:
+    """The L2 penalty of ``candidates`` with the best held-out ROC AUC, leaving out one fitting table
+    (one σ of the fitting realization) at a time; ``(default, {})`` with fewer than 2 candidates or
+    tables. Ties go to the larger penalty (the simpler model). Only fitting pores are used: the
+    choice is made where the labels are the training's own, never on the reporting realization.
+    """
+    from .validate import roc_auc
+
+    if len(candidates) < 2 or len(tables) < 2:
+        return default, {}
+    held_out = {}
+    for l2 in sorted(float(c) for c in candidates):
+        aucs = []
+        for k, table in enumerate(tables):
+            rest = tables[:k] + tables[k + 1:]
+            y_rest = np.concatenate([spurious_labels(t) for t in rest])
+            y = spurious_labels(table)
+            if not 0 < y_rest.sum() < y_rest.size or not 0 < y.sum() < y.size:
+                continue  # a fold without both kinds of pore has nothing to fit or score
+            model = fit_trust_model(rest, features=features, l2=l2, calibration_frames=rest)
+            aucs.append(roc_auc(model.p_spurious(table), y))
+        held_out[l2] = float(np.mean(aucs)) if aucs else float("nan")
+    finite = {k: v for k, v in held_out.items() if np.isfinite(v)}
+    if not finite:
+        return default, held_out
+    best = max(finite.values())
+    return max(k for k, v in finite.items() if v == best), held_out
 
 
 def unfitted_model(tables, info, n_spurious: int, n: int) -> TrustModel:
@@ -181,8 +215,10 @@ def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], config: 
     if not training or not 0 < sum(int(spurious_labels(t).sum()) for t in training) < sum(len(t) for t in training):
         return rows  # no model to refit (unfitted_model)
     # the features the full model kept (those NaN or constant in training were dropped), each left out
-    # in turn; calibration is not used here, naming its frames keeps fit_trust_model from warning
-    fit = dict(l2=float(block["l2"]), calibration_frames=training)
+    # in turn, with the reported model's penalty (the same choice on the same fitting tables);
+    # calibration is not used here, naming its frames keeps fit_trust_model from warning
+    l2, _ = choose_l2(training, list(block["features"]), block["l2_candidates"], default=float(block["l2"]))
+    fit = dict(l2=l2, calibration_frames=training)
     features = fit_trust_model(training, features=list(block["features"]), **fit).features
     for dropped in features:
         kept = [f for f in features if f != dropped]
