@@ -29,7 +29,7 @@ demo: $(STAMP)
 	@echo "Report:   results/report.zip (unzip, open report.html)"
 
 # How the quick preset's training budgets were chosen: learning curves on the validation realization
-# (results/tables/learning_curves.csv, results/figures/fig11_learning_curves.png); ~25 min on 2 cores.
+# (results/tables/learning_curves.csv, results/figures/fig11_learning_curves.png); ~18 min on 2 cores.
 learning-curves: $(STAMP)
 	$(BIN)/snakemake learning_curves --cores $(CORES) --configfile config/quick.yaml
 
