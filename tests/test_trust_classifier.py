@@ -200,7 +200,8 @@ def test_flags_and_validation_rows_on_the_reporting_realization(tmp_path):
                                    tmp_path / "flags.csv", config)
     assert {"p_spurious", "conformal_p", "flagged"} <= set(scored.columns)
     assert scored["p_spurious"].between(0, 1).all() and scored["conformal_p"].between(0, 1).all()
-    rows = pd.DataFrame(classifier_rows(scored, train, config, "deepnet", "alternate", 9.0))
+    model = load_trust_model(tmp_path / "m.json")
+    rows = pd.DataFrame(classifier_rows(scored, train, model, config, "deepnet", "alternate", 9.0))
     value = {(r.quantity, r.map): r.value for r in rows.itertuples()}
     assert value[("roc_auc_spurious", "p_spurious")] > 0.9  # diameter and contrast both carry the rule
     assert value[("roc_auc_ci_low", "p_spurious")] <= value[("roc_auc_spurious", "p_spurious")]

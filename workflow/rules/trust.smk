@@ -169,6 +169,7 @@ rule trust_validation:
             realization=TRUST_FIT,
             sigma=TRUST_SIGMAS,
         ),
+        models=expand(TRUST_MODEL, method=TRUST_METHODS if TRUST["classifier"] else []),
         lres=keyed_paths(
             "results/recon/{realization}/sigma{sigma}.h5", TRUST_VALIDATION_KEYS
         ),

@@ -23,6 +23,7 @@ with script_logging(snakemake):  # noqa: F821
         snakemake.output[0],  # noqa: F821
         config,
         training_pores=list(inputs.training),
+        trust_models=list(inputs.models),
         roc_output=snakemake.output.roc,  # noqa: F821
         reliability_output=snakemake.output.reliability,  # noqa: F821
     )

@@ -38,7 +38,7 @@ from .score import (
     save_trust_model,
     spurious_labels,
 )
-from .validate import _row
+from .validate import _row, roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def fit_trust_model_from_files(pore_paths, output_path: str | Path, config: dict
         model = unfitted_model(tables, info, int(labels.sum()), labels.size)
     save_trust_model(model, output_path)
     log.info("%s: fitted on %d pores (%d spurious) of %s; features %s, coefficients %s", output_path,
-             sum(len(t) for t in tables), int(sum(spurious_labels(t).sum() for t in tables)),
+             labels.size, int(labels.sum()),
              ", ".join(f"{i['realization']} σ {i['sigma_um']:g}" for i in info), model.features,
              np.round(model.coef, 3).tolist())
     return model
@@ -105,8 +105,6 @@ def choose_l2(tables, features, candidates, default: float) -> tuple[float, dict
     tables. Ties go to the larger penalty (the simpler model). Only fitting pores are used: the
     choice is made where the labels are the training's own, never on the reporting realization.
     """
-    from .validate import roc_auc
-
     if len(candidates) < 2 or len(tables) < 2:
         return default, {}
     held_out = {}
@@ -175,15 +173,16 @@ def flag_pores_from_files(pores_path, model_path, calibration_path, output_path,
     return out
 
 
-def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], config: dict, method: str,
-                    realization: str, sigma_um: float) -> list[dict]:
+def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], model: TrustModel | None, config: dict,
+                    method: str, realization: str, sigma_um: float) -> list[dict]:
     """trust_validation.csv rows of one scored volume (``flag_pores``' table) against its ground truth.
 
     Quantities (``map`` = the score): ``roc_auc_spurious`` with ``roc_auc_ci_low`` / ``roc_auc_ci_high``
     (stratified bootstrap, ``trust.classifier.bootstrap`` resamples, 95%) for ``p_spurious`` and
     ``size_baseline`` (−diameter); ``roc_auc_gain_over_size`` (paired) with its interval;
     ``expected_calibration_error``; ``fdr_setting``, ``fdr_achieved``, ``power``, ``n_flagged``;
-    ``roc_auc_drop_one`` (``map`` = the feature left out, refitted on ``training``).
+    ``roc_auc_drop_one`` (``map`` = one of ``model``'s features, left out of a refit on ``training``
+    with ``model``'s penalty; none without a model or for a constant one).
     """
     block = config["trust"]["classifier"]
     n_boot = int(block["bootstrap"])
@@ -212,21 +211,19 @@ def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], config: 
         _row(method, realization, sigma_um, "power", "flagged", power, int(y.sum())),
         _row(method, realization, sigma_um, "n_flagged", "flagged", float(n_flagged), n),
     ]
-    if not training or not 0 < sum(int(spurious_labels(t).sum()) for t in training) < sum(len(t) for t in training):
-        return rows  # no model to refit (unfitted_model)
-    # the features the full model kept (those NaN or constant in training were dropped), each left out
-    # in turn, with the reported model's penalty (the same choice on the same fitting tables);
-    # calibration is not used here, naming its frames keeps fit_trust_model from warning
-    l2, _ = choose_l2(training, list(block["features"]), block["l2_candidates"], default=float(block["l2"]))
-    fit = dict(l2=l2, calibration_frames=training)
-    features = fit_trust_model(training, features=list(block["features"]), **fit).features
-    for dropped in features:
-        kept = [f for f in features if f != dropped]
+    if model is None or not training or not 0 < sum(int(spurious_labels(t).sum()) for t in training) < sum(
+        len(t) for t in training
+    ):
+        return rows  # nothing to refit (no model, or unfitted_model's constant one)
+    # the model's own features (those NaN or constant in training were dropped) each left out in turn,
+    # with its penalty; calibration is not used here, naming its frames keeps fit_trust_model from warning
+    for dropped in model.features:
+        kept = [f for f in model.features if f != dropped]
         if not kept:
             continue
-        model = fit_trust_model(training, features=kept, **fit)
-        auc, _, _ = roc_auc_bootstrap(model.p_spurious(scored), y, n_boot=1)
-        rows.append(_row(method, realization, sigma_um, "roc_auc_drop_one", dropped, auc, n))
+        refit = fit_trust_model(training, features=kept, l2=model.l2, calibration_frames=training)
+        rows.append(_row(method, realization, sigma_um, "roc_auc_drop_one", dropped,
+                         roc_auc(refit.p_spurious(scored), y), n))
     return rows
 
 

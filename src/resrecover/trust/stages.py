@@ -254,6 +254,7 @@ def trust_validation_from_files(
     output_path: str | Path,
     config: dict,
     training_pores=(),
+    trust_models=(),
     roc_output: str | Path | None = None,
     reliability_output: str | Path | None = None,
 ) -> pd.DataFrame:
@@ -286,12 +287,20 @@ def trust_validation_from_files(
     - where a ``pores`` table is scored by the spurious-pore classifier (column ``p_spurious``,
       rule ``flag_pores``): the rows of :func:`.spurious.classifier_rows` (AUC with bootstrap
       intervals, gain over size, calibration error, achieved FDR and power, drop-one AUC refitted
-      on ``training_pores``, the fitting realization's tables); its ROC curves and reliability
-      table go to ``roc_output`` and ``reliability_output``.
+      on ``training_pores``, the fitting realization's tables, with the penalty and features of
+      the method's fitted model in ``trust_models``); its ROC curves and reliability table go to
+      ``roc_output`` and ``reliability_output``.
     """
     from ..masks import foam_mask, fov_mask
+    from .score import load_trust_model
     from .spurious import RELIABILITY_COLUMNS, ROC_COLUMNS, classifier_curves, classifier_rows
 
+    # each model names its method in what it was fitted on (no key is read from a path)
+    models = {}
+    for path in trust_models:
+        model = load_trust_model(path)
+        if model.training:
+            models[str(model.training[0].get("method", ""))] = model
     training = {}
     for path in training_pores:
         table = pd.read_csv(path)
@@ -320,7 +329,8 @@ def trust_validation_from_files(
             pores = pd.read_csv(volume["pores"])
             rows += pore_auc_rows(pores, method, realization, sigma)
             if "p_spurious" in pores.columns:
-                rows += classifier_rows(pores, training.get(method, []), config, method, realization, sigma)
+                rows += classifier_rows(pores, training.get(method, []), models.get(method), config, method,
+                                        realization, sigma)
                 roc, reliability = classifier_curves(pores, config, method, sigma)
                 rocs.append(roc)
                 reliabilities.append(reliability)
