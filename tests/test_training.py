@@ -467,3 +467,11 @@ def test_training_runs_on_the_gpu_it_acquired(config, pair, tmp_path):
     assert summary["finished"]
     model, settings = load_model(tmp_path / "m.safetensors", tmp_path / "m.json", device="cuda")
     assert settings["device"].startswith("cuda") and next(model.parameters()).is_cuda
+
+
+def test_training_uses_the_fused_adam_step_on_the_cpu():
+    """The resume tests above run with it: a restored moment must take its parameter's layout."""
+    from resrecover.methods.training.loop import _adam
+
+    param = torch.nn.Parameter(torch.zeros(2, 3, 4, 4).to(memory_format=torch.channels_last))
+    assert _adam([param], 1e-3, torch.device("cpu")).defaults["fused"] is True

@@ -87,6 +87,16 @@ def optimizer_from_files(optimizer: torch.optim.Optimizer, meta: dict, tensors: 
             group["betas"] = tuple(group["betas"])
         groups.append(group)
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+    # The files hold each moment as a contiguous tensor, but a channels_last network's parameters
+    # are NHWC: give every per-parameter tensor its parameter's memory layout again. The fused
+    # Adam step walks parameter and moments through memory in the same order, so a layout
+    # mismatch would pair the wrong elements (and a per-tensor step would round differently).
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            entries = optimizer.state.get(param, {})
+            for name, value in entries.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    entries[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _checkpoint_paths(checkpoint_dir: Path, iteration: int) -> tuple[Path, Path]:
