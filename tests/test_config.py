@@ -42,7 +42,13 @@ BAD = [
     ({"scan": {"sigmas_um": [1, 3]}}, "scan.sigmas_um: [1, 3] contains the target blur 1"),
     ({"phantom": {"n_voids": 0}}, "phantom.n_voids: 0 is out of range; expected a value >= 1"),
     ({"realizations": {"train": 1}}, "realizations: 'alternate' is a required property"),
-    ({"realizations": {"train": 1, "alternate": 3}}, "realizations: {'train': 1, 'alternate': 3, 'validation': 3} reuse a seed"),
+    ({"realizations": {"train": 1, "alternate": 3}}, "realizations: {'train': 1, 'alternate': 3, 'validation': 3, 'transfer': 4} reuse a seed"),
+    ({"realizations": {"train": 1, "alternate": 2, "transfer": 1}}, "realizations: {'train': 1, 'alternate': 2, 'transfer': 1, 'validation': 3} reuse a seed"),
+    ({"realizations": {"train": 1, "alternate": 2, "transfer": -4}}, "realizations.transfer: -4 is out of range; expected a value >= 0"),
+    ({"transfer": {"aspect_ratio": [0.5, 2]}}, "transfer.aspect_ratio[0]: 0.5 is out of range; expected a value >= 1"),
+    ({"transfer": {"aspect_ratio": [3, 1.5]}}, "transfer.aspect_ratio: [3, 1.5] has min > max; expected [min, max]"),
+    ({"transfer": {"aspect_ratio": [2]}}, "transfer.aspect_ratio: [2] has 1 item(s); expected min 2"),
+    ({"transfer": {"shape": "cubes"}}, "transfer: unknown key(s) 'shape'; allowed keys: aspect_ratio"),
     ({"deepnet": {"sigma_overrides": [{"sigma_um": 4, "iterations": 9}]}}, "deepnet.sigma_overrides: sigma_um 4 is not one of scan.sigmas_um"),
     ({"srcnn": {"schedule": "step"}}, "srcnn.schedule: 'step' is not allowed"),
 ]
@@ -106,3 +112,11 @@ def test_snakefmt_check_passes():
         [str(snakefmt), "--check", "Snakefile", "workflow/rules"], cwd=REPO, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_workflow_schema_is_the_package_schema():
+    """One schema: workflow/schemas/ (where Snakemake users look) links to the one the package validates with."""
+    from resrecover.config import SCHEMA_PATH
+
+    linked = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    assert linked.resolve() == SCHEMA_PATH.resolve()
