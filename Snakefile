@@ -32,6 +32,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/trust.smk"
 include: "workflow/rules/pairs.smk"
+include: "workflow/rules/transfer.smk"
 
 
 rule all:

@@ -37,8 +37,8 @@ CHOOSING_RULES = {"train", "learning_curve", "trust_model"}
 def test_every_preset_has_a_validation_realization_with_a_seed_of_its_own(preset):
     config = load_config(preset)
     seeds = config["realizations"]
-    assert set(seeds) == {"train", "validation", "alternate"}
-    assert len(set(seeds.values())) == 3
+    assert set(seeds) == {"train", "validation", "alternate", "transfer"}
+    assert len(set(seeds.values())) == 4
     assert tuning_sigmas(config) and all(s in config["scan"]["sigmas_um"] for s in tuning_sigmas(config))
 
 
@@ -69,7 +69,8 @@ def _dry_run_jobs(configfile: Path, *targets: str) -> list[dict]:
 
 @pytest.mark.parametrize("preset", PRESETS[:2], ids=lambda p: p.name)
 def test_no_training_or_tuning_job_depends_on_the_alternate_realization(preset):
-    jobs = _dry_run_jobs(preset, "all", "learning_curves")
+    # with the transfer structure's jobs too (make transfer): nothing is fitted on it either
+    jobs = _dry_run_jobs(preset, "all", "learning_curves", "trust_transfer")
     producer = {out: job for job in jobs for out in job["output"]}
     choosing = [job for job in jobs if job["rule"] in CHOOSING_RULES]
     assert {job["rule"] for job in choosing} >= {"train", "learning_curve", "trust_model"}
@@ -81,7 +82,9 @@ def test_no_training_or_tuning_job_depends_on_the_alternate_realization(preset):
             if path in seen:
                 continue
             seen.add(path)
-            assert "alternate" not in path, f"rule {job['rule']} ({job['output'][0]}) depends on {path}"
+            assert "alternate" not in path and "/transfer" not in path, (
+                f"rule {job['rule']} ({job['output'][0]}) depends on {path}"
+            )
             stack.extend(producer[path]["input"] if path in producer else [])
 
 

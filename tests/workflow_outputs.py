@@ -37,6 +37,13 @@ def expected_outputs(config_path: Path) -> list[str]:
     if example["enabled"]:
         out += [f"results/pairs/example/recovered/{m}.h5" for m in example["methods"]]
         out += ["results/pairs/example/registration_error.csv", "results/pairs/example/recovery_metrics.csv"]
+    # "is this pore real?" on each pair (rule pair_flag_pores), and its scores on the example
+    if c["trust"]["enabled"] and c["trust"]["classifier"]["enabled"]:
+        pairs = [(p["name"], p["methods"]) for p in c["pairs"]]
+        pairs += [("example", example["methods"])] if example["enabled"] else []
+        out += [f"results/pairs/{name}/trust/{m}_{f}" for name, methods in pairs for m in methods
+                for f in ("pores.csv", "model.json", "labels.h5")]
+        out += ["results/pairs/example/trust_metrics.csv"] if example["enabled"] else []
     out += [f"results/tables/{t}.csv" for t in TABLES]
     out += [f"results/figures/{f}.{e}" for f in FIGURES for e in ("png", "pdf")]
     return out

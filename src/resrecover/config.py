@@ -103,6 +103,11 @@ def _check_cross_keys(config: dict) -> None:
             f"realizations: {seeds} reuse a seed; expected a different seed for each realization "
             "(the same seed gives the same foam, and a setting chosen on it would be chosen on the data it is reported on)"
         )
+    low, high = config["transfer"]["aspect_ratio"]
+    if low > high:
+        raise ConfigError(
+            f"transfer.aspect_ratio: {config['transfer']['aspect_ratio']} has min > max; expected [min, max]"
+        )
     for network in ("deepnet", "srcnn", "rl"):
         for entry in config[network]["sigma_overrides"]:
             if not any(same_sigma(entry["sigma_um"], s) for s in config["scan"]["sigmas_um"]):

@@ -20,9 +20,11 @@ except ConfigError as exc:
     sys.exit(f"config error: {exc}")
 
 # The study trains on `train` and reports on `alternate`; `validation` (a third foam) is only simulated
-# for choosing settings (rule learning_curve), never for reporting.
+# for choosing settings (rule learning_curve), never for reporting. `transfer` is no foam but ellipsoidal
+# voids (config `transfer:`), simulated only for rule trust_transfer (transfer.smk), never trained on.
 REALIZATIONS = ["train", "alternate"]
-SIMULATED_REALIZATIONS = [*REALIZATIONS, "validation"]
+FOAM_REALIZATIONS = [*REALIZATIONS, "validation"]
+SIMULATED_REALIZATIONS = [*FOAM_REALIZATIONS, "transfer"]
 TARGET_SIGMA = sigma_tag(config["scan"]["target_sigma_um"])
 LRES_SIGMAS = [sigma_tag(s) for s in config["scan"]["sigmas_um"]]
 ALL_SIGMAS = [sigma_tag(s) for s in all_sigmas(config)]
@@ -178,6 +180,17 @@ TRUST_FIGURE_SIGMAS = [s for s in MAP_SIGMAS if s in TRUST_SIGMAS] or TRUST_SIGM
 if TRUST["evaluate_ensembles"]:
     # trust maps at every σ: the ensembles join the study's tables like any method
     EVALUATED.extend(m for m in ENSEMBLE_METHODS if m not in EVALUATED)
+# own scans, "is this pore real?" (pair_flag_pores in pairs.smk): each network recovery's per-pore
+# verdicts, and on the example their scores against the phantom
+if TRUST["enabled"] and TRUST["classifier"]:
+    PAIR_TARGETS += [
+        f"results/pairs/{name}/trust/{m}_pores.csv"
+        for name, pair in PAIRS.items()
+        for m in pair["methods"]
+        if is_network(m)
+    ]
+    if "example" in PAIRS:
+        PAIR_TARGETS.append("results/pairs/example/trust_metrics.csv")
 
 
 def ensemble_members(wc):
@@ -251,6 +264,17 @@ def trust_validation_pores(key):
     if TRUST["classifier"]:
         return FLAGGED_PORES.format(**key)
     return "results/trust/pores/{method}/{realization}/sigma{sigma}.csv".format(**key)
+
+
+# The transfer structure (transfer.smk): scanned at the trust σ levels, recovered and scored like alternate
+# by the foam's models and classifier; its table sets each transfer volume beside alternate's.
+TRANSFER_SIGMAS = TRUST_SIGMAS or LRES_SIGMAS
+TRANSFER_KEYS = [
+    {"method": m, "realization": r, "sigma": s}
+    for r in ["alternate", "transfer"]
+    for m in TRUST_METHODS
+    for s in TRUST_SIGMAS
+]
 
 
 def trust_summaries():

@@ -4,6 +4,9 @@
 # interior scan in the low-res large-FOV scan, resample the low-res overlap onto the high-res voxels
 # (the training pair), train each method on it, and recover the whole low-res field of view (or
 # `roi`) on the high-res grid, out of core: results/pairs/{pair}/recovered/{pair_method}.h5.
+# With the trust maps and the classifier (trust.enabled, trust.classifier.enabled), every network's
+# recovery also gets its pores' verdicts (rule pair_flag_pores), and the example their scores against
+# the phantom (PAIR_TARGETS, common.smk).
 
 
 rule multiscale_example:
@@ -183,3 +186,66 @@ rule pair_example_metrics:
         methods=config["multiscale_example"]["methods"],
     script:
         "../scripts/pair_example_metrics.py"
+
+
+# Is this pore real? (docs/own_scans.md#is-this-pore-real) The recovery's pores, labelled on the overlap by the
+# high-res scan, fit and calibrate the study's spurious-pore classifier; its p_spurious, conformal p-value and
+# Benjamini-Hochberg flag (at trust.classifier.fdr) go to every pore of the recovered field of view.
+rule pair_flag_pores:
+    input:
+        recovered="results/pairs/{pair}/recovered/{pair_method}.h5",
+        trust="results/pairs/{pair}/trust/{pair_method}.h5",
+        hres="results/pairs/{pair}/training/hres.h5",
+    output:
+        pores="results/pairs/{pair}/trust/{pair_method}_pores.csv",
+        model="results/pairs/{pair}/trust/{pair_method}_model.json",
+        labels="results/pairs/{pair}/trust/{pair_method}_labels.h5",
+    log:
+        "logs/pairs/{pair}/flag_pores_{pair_method}.log",
+    benchmark:
+        "results/benchmarks/pairs/{pair}/flag_pores_{pair_method}.tsv"
+    wildcard_constraints:
+        pair=PAIR_PATTERN,
+        pair_method="deepnet|srcnn",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        seed=lambda wc: derive_seed(
+            config["seed"], "pair_flags", wc.pair, wc.pair_method
+        ),
+    script:
+        "../scripts/pair_flag_pores.py"
+
+
+# the example's flag lists against the phantom, on the pores outside the overlap (no label was seen there)
+rule pair_example_trust_metrics:
+    input:
+        pores=expand(
+            "results/pairs/example/trust/{pair_method}_pores.csv",
+            pair_method=config["multiscale_example"]["methods"],
+        ),
+        labels=expand(
+            "results/pairs/example/trust/{pair_method}_labels.h5",
+            pair_method=config["multiscale_example"]["methods"],
+        ),
+        phantom="results/phantoms/alternate.h5",
+    output:
+        "results/pairs/example/trust_metrics.csv",
+    log:
+        "logs/pairs/example/trust_metrics.log",
+    benchmark:
+        "results/benchmarks/pairs/example/trust_metrics.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        methods=config["multiscale_example"]["methods"],
+    script:
+        "../scripts/pair_example_trust_metrics.py"

@@ -1,4 +1,5 @@
 # Stage 1: foam phantoms (docs/phantom.md): seeded void placement and supersampled voxelization.
+# (The transfer realization is no foam: rule phantom_transfer, transfer.smk.)
 
 
 rule phantom:
@@ -8,6 +9,8 @@ rule phantom:
         "logs/phantom/{realization}.log",
     benchmark:
         "results/benchmarks/phantom/{realization}.tsv"
+    wildcard_constraints:
+        realization=alternatives(FOAM_REALIZATIONS),
     conda:
         "../../envs/simulation.yaml"
     threads: 1

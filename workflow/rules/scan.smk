@@ -11,6 +11,8 @@ rule scan:
         "logs/scan/{realization}.log",
     benchmark:
         "results/benchmarks/scan/{realization}.tsv"
+    wildcard_constraints:
+        realization=alternatives(FOAM_REALIZATIONS),
     conda:
         "../../envs/simulation.yaml"
     threads: 2

@@ -11,6 +11,7 @@ module            what it does
 ``registration``  places the high-res scan in the low-res one: stage offset, then 3D FFT correlation
 ``training``      the overlap as a training pair (low-res resampled onto the high-res voxels); training
 ``recovery``      the whole low-res FOV (or an ROI) recovered on the high-res grid, out of core
+``pore_flags``    is this pore real? the trust classifier fitted on the overlap, applied to every pore
 ``example``       the synthetic pair cut from a phantom with a known answer, and its scores
 ``grid``          what they share: frames, the high-res grids, the lazy upsampling, ROIs
 ================  ===============================================================================

@@ -229,6 +229,20 @@ def registration_error_table(registration, truth_path, out_csv=None):
     return table
 
 
+def truth_on_grid(truth_all: np.ndarray, truth_attrs: dict, attrs: dict, shape, path) -> tuple[np.ndarray, tuple]:
+    """``(truth, crop)``: the phantom where a recovered volume (attributes ``attrs``, ``shape``) lies,
+    and the slices of the recovered volume it covers (the recovery's grid is the phantom's, shifted
+    by a whole number of voxels; ResrecoverError naming ``path`` otherwise)."""
+    voxel = float(attrs["voxel_size_um"])
+    origin = np.asarray(attrs["origin_um"], dtype=np.float64)
+    shift = np.round(origin / voxel).astype(int)
+    if np.any(np.abs(origin - shift * voxel) > 0.25 * voxel) or abs(voxel - float(truth_attrs["voxel_size_um"])) > 1e-6:
+        raise ResrecoverError(f"{path}: grid (origin {origin} µm, voxel {voxel:g} µm) is not the phantom's grid")
+    box = [(max(0, s), min(t, s + n)) for s, n, t in zip(shift, shape, truth_all.shape)]
+    truth = truth_all[box[0][0] : box[0][1], box[1][0] : box[1][1], box[2][0] : box[2][1]]
+    return truth, tuple(slice(a - s, b - s) for (a, b), s in zip(box, shift))
+
+
 def example_recovery_metrics(recovered: dict, phantom_path, low_path, out_csv=None, *, data_range: float = 1.0,
                              window_px: int = 7, order: int = UPSAMPLING_ORDER):
     """Score large-FOV recoveries against the phantom, inside and outside the training region.
@@ -254,12 +268,7 @@ def example_recovery_metrics(recovered: dict, phantom_path, low_path, out_csv=No
         volume, attrs = read_volume(path)
         voxel = float(attrs["voxel_size_um"])
         origin = np.asarray(attrs["origin_um"], dtype=np.float64)
-        shift = np.round(origin / voxel).astype(int)
-        if np.any(np.abs(origin - shift * voxel) > 0.25 * voxel) or abs(voxel - float(truth_attrs["voxel_size_um"])) > 1e-6:
-            raise ResrecoverError(f"{path}: grid (origin {origin} µm, voxel {voxel:g} µm) is not the phantom's grid")
-        box = [(max(0, s), min(t, s + n)) for s, n, t in zip(shift, volume.shape, truth_all.shape)]
-        truth = truth_all[box[0][0] : box[0][1], box[1][0] : box[1][1], box[2][0] : box[2][1]]
-        crop = tuple(slice(a - s, b - s) for (a, b), s in zip(box, shift))
+        truth, crop = truth_on_grid(truth_all, truth_attrs, attrs, volume.shape, path)
         volume = volume[crop]
         training = np.zeros(truth.shape, dtype=bool)
         start = np.asarray(attrs["high_start_vox"], dtype=int) - [c.start for c in crop]
@@ -282,3 +291,76 @@ def example_recovery_metrics(recovered: dict, phantom_path, low_path, out_csv=No
     if out_csv is not None:
         atomic_write_csv(table, out_csv)
     return table
+
+
+#: columns of results/pairs/example/trust_metrics.csv
+TRUST_METRIC_COLUMNS = ["method", "region", "quantity", "value", "n"]
+
+
+def example_trust_metrics(pores: dict, labels: dict, phantom_path, config: dict, out_csv=None) -> pd.DataFrame:
+    """Score the pair classifier's verdicts (rule ``pair_flag_pores``) against the phantom.
+
+    Every recovered pore is matched one to one with the phantom's pores, both segmented with the
+    pair's recipe (:func:`resrecover.ownscan.pore_flags.segment_pair_pores`; the phantom's pores cut
+    by the faces kept) on the recovery's grid; no partner = truly spurious.
+
+    Parameters
+    ----------
+    pores, labels : ``{method: path}`` of the per-pore CSVs and the recovery's label volumes.
+    phantom_path : the truth on the high-res grid.
+
+    Returns
+    -------
+    Long table (:data:`TRUST_METRIC_COLUMNS`; ``n`` = the pores a value is taken over). Regions:
+    ``outside`` (no voxel in the overlap: the model never saw a label there), ``scored`` (every pore
+    the flag list is drawn from) with ``n_pores``, ``n_spurious``, ``roc_auc_spurious``
+    (``p_spurious``), ``roc_auc_size_baseline`` (smaller = more suspect), ``fdr_setting``,
+    ``fdr_achieved``, ``power``, ``n_flagged``; ``overlap`` (the labelled pores) with ``n_pores``,
+    ``n_spurious``, ``n_spurious_high_res`` and ``label_agreement`` (share of them whose
+    high-res verdict is the phantom's). Written to ``out_csv`` when given.
+    """
+    from ..evaluate.pores import match_pores, read_labels
+    from ..trust.conformal import fdr_and_power
+    from ..trust.validate import roc_auc
+    from .pore_flags import segment_pair_pores
+
+    truth_all, truth_attrs = read_volume(phantom_path)
+    alpha = float(config["trust"]["classifier"]["fdr"])
+    rows = []
+    for method, path in pores.items():
+        table = pd.read_csv(path)
+        label_volume, attrs = read_labels(labels[method])  # with the recovery's origin_um
+        truth, crop = truth_on_grid(truth_all, truth_attrs, attrs, label_volume.shape, labels[method])
+        # every pore of the truth, those cut by the faces too: a recovered pore near a face is not
+        # spurious because its true partner touches the face
+        truth_labels = segment_pair_pores(truth, float(truth_attrs["voxel_size_um"]), config, keep_cut_pores=True)
+        matching = match_pores(label_volume[crop], truth_labels)
+        spurious = matching.gt_label_of(table["label"]) == 0
+        p = table["p_spurious"].to_numpy(dtype=np.float64)
+        flagged = table["flagged"].astype(bool).to_numpy()
+        regions = {"outside": (table["overlap_share"] == 0).to_numpy(),
+                   "scored": (table["role"] == "scored").to_numpy()}
+        for region, keep in regions.items():
+            y, n = spurious[keep], int(keep.sum())
+            fdr, power, n_flagged = fdr_and_power(flagged[keep], y)
+            values = {
+                "n_pores": (n, n), "n_spurious": (int(y.sum()), n),
+                "roc_auc_spurious": (roc_auc(p[keep], y), int(np.isfinite(p[keep]).sum())),
+                "roc_auc_size_baseline": (roc_auc(-table["diameter_um"].to_numpy(dtype=np.float64)[keep], y), n),
+                "fdr_setting": (alpha, n), "fdr_achieved": (fdr, n_flagged), "power": (power, int(y.sum())),
+                "n_flagged": (n_flagged, n),
+            }
+            rows += [{"method": method, "region": region, "quantity": q, "value": float(v), "n": k}
+                     for q, (v, k) in values.items()]
+        labelled = table["matched_high_res_label"].notna().to_numpy()
+        high_res_spurious = (table["matched_high_res_label"] == 0).to_numpy()
+        n = int(labelled.sum())
+        agreement = float((high_res_spurious == spurious)[labelled].mean()) if n else float("nan")
+        rows += [{"method": method, "region": "overlap", "quantity": q, "value": float(v), "n": n}
+                 for q, v in (("n_pores", n), ("n_spurious", int(spurious[labelled].sum())),
+                              ("n_spurious_high_res", int(high_res_spurious[labelled].sum())),
+                              ("label_agreement", agreement))]
+    out = pd.DataFrame(rows, columns=TRUST_METRIC_COLUMNS)
+    if out_csv is not None:
+        atomic_write_csv(out, out_csv)
+    return out

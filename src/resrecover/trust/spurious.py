@@ -126,16 +126,17 @@ def choose_l2(tables, features, candidates, default: float) -> tuple[float, dict
     return max(k for k, v in finite.items() if v == best), held_out
 
 
-def unfitted_model(tables, info, n_spurious: int, n: int) -> TrustModel:
+def unfitted_model(tables, info, n_spurious: int, n: int, note: str | None = None) -> TrustModel:
     """A constant model for training pores that are all real (or all spurious): nothing to separate.
 
     Every pore gets the smoothed training rate (n_spurious + ½) / (n + 1) as ``p_spurious``, so its
     conformal p-values are ~uniform and the flag list stays empty; a note and a warning say why. The
-    workflow goes on (a network that makes no spurious pore on train is no error).
+    workflow goes on (a network that makes no spurious pore on train is no error). ``note``, when
+    given, replaces the default note (and is the warning's text): a caller with its own reason.
     """
     rate = (n_spurious + 0.5) / (n + 1.0)
-    note = (f"not fitted: {n_spurious} spurious of {n} training pores; expected both kinds, so every pore "
-            f"gets the training rate {rate:.3g}")
+    note = note or (f"not fitted: {n_spurious} spurious of {n} training pores; expected both kinds, so every pore "
+                    f"gets the training rate {rate:.3g}")
     log.warning("trust model: %s", note)
     one = np.ones(1)
     real = [t[~spurious_labels(t)] for t in tables]

@@ -1,0 +1,362 @@
+"""Ellipsoidal-void phantoms (docs/phantom.md#the-transfer-structure): the structure the foam-trained
+models and the foam-fitted spurious-pore classifier are tried on, never trained or fitted on.
+
+The foam's voids are spheres of nearly one shape; a porous material a microscopist scans as often has
+elongated, flattened pores (porous ceramics, rocks, extruded or compressed polymer foams). This
+family keeps everything else of the foam and changes the pores' shape:
+
+1. **Bounding spheres.** The foam's own greedy placement (:func:`.foam.place_voids`, unchanged) puts
+   ``phantom.n_voids`` non-overlapping spheres in the same cylinder with the realization's seed.
+2. **One ellipsoid per sphere.** Each sphere of radius R holds a triaxial ellipsoid with semi-axes
+   ``(R, R/√q, R/q)``: its longest axis spans the sphere, its aspect ratio (longest / shortest
+   semi-axis) is ``q``, drawn uniformly in ``transfer.aspect_ratio`` = [q_min, q_max], and its
+   axes point in a uniformly random direction (a random rotation, uniform on SO(3)). An ellipsoid
+   lies inside its sphere, so the voids never overlap, and none crosses the cylinder wall.
+3. **Voxelization** as the foam's: the fraction of ``phantom.supersampling``³ sub-samples per voxel
+   that lie in the cylinder and outside every void, counted as integers (exact and reproducible);
+   only the voxels that straddle a void's surface are sub-sampled.
+
+Compared with the foam built from the same spheres, pores are elongated and flattened (aspect ratios
+q_min..q_max instead of 1), their volumes shrink by q^1.5 (porosity about a third of the foam's for
+q in [1.5, 3]) and their walls thicken: neighbours no longer touch. The shapes come from a random
+stream of their own (``default_rng([seed, SHAPE_STREAM])``), so a seed gives bit-identical voids and
+volumes, and the foam's code and random streams are untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .foam import (
+    _BLOCK_ELEMENTS,
+    PhantomError,
+    _axis_range,
+    _cylinder_counts,
+    _subsample_offsets,
+    foam_zrange,
+    place_voids,
+    voxel_centres_um,
+)
+
+log = logging.getLogger(__name__)
+
+#: Column names of an ellipsoid table in µm, as stored with the phantom (dataset ``ellipsoids``):
+#: centre, the three semi-axes (longest first) and the unit vector of each semi-axis.
+ELLIPSOIDS_COLUMNS = (
+    "x_um,y_um,z_um,semi_a_um,semi_b_um,semi_c_um,a_x,a_y,a_z,b_x,b_y,b_z,c_x,c_y,c_z"
+)
+#: The second random stream's key: the shapes are drawn from ``default_rng([seed, SHAPE_STREAM])``.
+SHAPE_STREAM = 0xE11
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes
+# --------------------------------------------------------------------------------------------
+
+
+def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 3, 3) rotation matrices uniform on SO(3); row k of each is the unit vector of axis k.
+
+    From unit quaternions: four standard normal values per rotation, normalized (uniform on the
+    3-sphere, hence uniform rotations).
+    """
+    q = rng.standard_normal((n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], axis=-1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], axis=-1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1),
+        ],
+        axis=1,
+    )
+
+
+def ellipsoids_in_spheres(
+    spheres: np.ndarray, aspect_ratio: tuple[float, float], rng: np.random.Generator
+) -> np.ndarray:
+    """One randomly oriented ellipsoid inscribed in each sphere: the (n, 15) table of :data:`ELLIPSOIDS_COLUMNS`.
+
+    Sphere (x, y, z, R) gets semi-axes ``(R, R/√q, R/q)`` with ``q`` uniform in ``aspect_ratio``
+    (q_min ≤ q_max, q_min ≥ 1) and a uniform random orientation; lengths in the spheres' units.
+    """
+    spheres = np.asarray(spheres, dtype=np.float64).reshape(-1, 4)
+    lo, hi = (float(v) for v in aspect_ratio)
+    if not 1.0 <= lo <= hi:
+        raise PhantomError(f"aspect_ratio: [{lo:g}, {hi:g}]; expected [min, max] with 1 <= min <= max")
+    n = len(spheres)
+    q = rng.uniform(lo, hi, size=n)
+    axes = random_rotations(rng, n)
+    r = spheres[:, 3]
+    semi = np.column_stack([r, r / np.sqrt(q), r / q])
+    return np.column_stack([spheres[:, :3], semi, axes.reshape(n, 9)])
+
+
+def aspect_ratios(table: np.ndarray) -> np.ndarray:
+    """Longest / shortest semi-axis of each ellipsoid of a table (:data:`ELLIPSOIDS_COLUMNS`)."""
+    table = np.asarray(table, dtype=np.float64).reshape(-1, 15)
+    return table[:, 3:6].max(axis=1) / table[:, 3:6].min(axis=1)
+
+
+def _z_half_extent(table: np.ndarray) -> np.ndarray:
+    """Half-extent of each ellipsoid along z: sqrt(Σ_k (s_k · u_k,z)²) (its support function on ±z)."""
+    semi = table[:, 3:6]
+    uz = table[:, 6:15].reshape(-1, 3, 3)[:, :, 2]
+    return np.sqrt(np.sum((semi * uz) ** 2, axis=1))
+
+
+def ellipsoid_porosity(table_um: np.ndarray, cylinder_radius_um: float, half_height_um: float) -> float:
+    """Exact void fraction of the cylinder slab ``|z| ≤ half_height_um`` (ellipsoids cut at its ends).
+
+    The affine map taking an ellipsoid to the unit ball takes a plane z = h to a plane at distance
+    (h − z0) / e_z from the centre (e_z: the ellipsoid's half-extent along z), so the part between
+    two planes is abc · π [(t₂ − t₁) − (t₂³ − t₁³)/3] with t clipped to [−1, 1].
+    """
+    table_um = np.asarray(table_um, dtype=np.float64).reshape(-1, 15)
+    ez = _z_half_extent(table_um)
+    z0 = table_um[:, 2]
+    t1 = np.clip((-half_height_um - z0) / ez, -1.0, 1.0)
+    t2 = np.clip((half_height_um - z0) / ez, -1.0, 1.0)
+    abc = np.prod(table_um[:, 3:6], axis=1)
+    void = np.pi * np.sum(abc * ((t2 - t1) - (t2**3 - t1**3) / 3.0))
+    return float(void / (np.pi * cylinder_radius_um**2 * 2.0 * half_height_um))
+
+
+# --------------------------------------------------------------------------------------------
+# Voxelization (µm)
+# --------------------------------------------------------------------------------------------
+
+
+def voxelize_ellipsoids(
+    table_um: np.ndarray,
+    shape: tuple[int, int, int],
+    voxel_size_um: float,
+    cylinder_radius_um: float,
+    supersampling: int = 2,
+) -> np.ndarray:
+    """Material-fraction volume: 1 in the cylinder's material, 0 in the ellipsoidal voids and outside.
+
+    Parameters as :func:`.foam.voxelize_foam`, with ``table_um`` the (n, 15) ellipsoids
+    (:data:`ELLIPSOIDS_COLUMNS`, µm relative to the grid centre; they must not overlap).
+
+    Notes
+    -----
+    A point p is in an ellipsoid when ρ(p) = ‖(u_k · (p − c) / s_k)_k‖ < 1. A voxel's sub-samples lie
+    within ``half_diag`` of its centre, and ρ changes by at most distance / s_min, so a voxel whose
+    centre has ρ + half_diag / s_min < 1 is wholly void and one with ρ − half_diag / s_min ≥ 1 is
+    untouched; only the others are sub-sampled.
+    """
+    nz, ny, nx = (int(n) for n in shape)
+    s = int(supersampling)
+    if s < 1:
+        raise PhantomError(f"voxelize_ellipsoids: supersampling={supersampling}; expected an integer >= 1")
+    table_um = np.asarray(table_um, dtype=np.float64).reshape(-1, 15)
+    vs = float(voxel_size_um)
+    r_cyl2 = float(cylinder_radius_um) ** 2
+    centres = [voxel_centres_um(n, vs) for n in (nz, ny, nx)]
+    off = _subsample_offsets(s, vs)
+    oz, oy, ox = (a.ravel() for a in np.meshgrid(off, off, off, indexing="ij"))
+
+    counts = np.empty((nz, ny, nx), dtype=np.int16)
+    counts[...] = (_cylinder_counts((ny, nx), vs, cylinder_radius_um, s) * s).astype(np.int16)
+    spread = vs / 2.0 * (1.0 - 1.0 / s)
+    half_diag = np.sqrt(3.0) * spread
+    eps = 1e-6 * vs
+    for row in table_um:
+        cx, cy, cz = row[:3]
+        semi = row[3:6]
+        axes = row[6:15].reshape(3, 3)  # row k: unit vector of semi-axis k, (x, y, z)
+        extent = np.sqrt(((semi[:, None] * axes) ** 2).sum(axis=0))  # half-extent along x, y, z
+        z0, z1 = _axis_range(cz, extent[2] + spread + eps, nz, vs)
+        y0, y1 = _axis_range(cy, extent[1] + spread + eps, ny, vs)
+        x0, x1 = _axis_range(cx, extent[0] + spread + eps, nx, vs)
+        if z0 >= z1 or y0 >= y1 or x0 >= x1:
+            continue
+        dz = centres[0][z0:z1] - cz
+        dy = centres[1][y0:y1] - cy
+        dx = centres[2][x0:x1] - cx
+        # scaled coordinates t_k = u_k · d / s_k on the box, summed in squares: ρ²
+        rho2 = np.zeros((z1 - z0, y1 - y0, x1 - x0))
+        for k in range(3):
+            u = axes[k] / semi[k]
+            t = (u[2] * dz)[:, None, None] + (u[1] * dy)[None, :, None] + (u[0] * dx)[None, None, :]
+            rho2 += t * t
+        rho = np.sqrt(rho2)
+        margin = (half_diag + eps) / semi.min()
+        box = counts[z0:z1, y0:y1, x0:x1]
+        box[rho + margin < 1.0] = 0
+        edge = (rho - margin < 1.0) & (rho + margin >= 1.0)
+        iz, iy, ix = np.nonzero(edge)
+        rows = max(1, _BLOCK_ELEMENTS // (s**3))
+        scaled = axes / semi[:, None]
+        for start in range(0, iz.size, rows):
+            bz, by, bx = iz[start : start + rows], iy[start : start + rows], ix[start : start + rows]
+            pz = centres[0][z0 + bz][:, None] + oz[None, :]
+            py = centres[1][y0 + by][:, None] + oy[None, :]
+            px = centres[2][x0 + bx][:, None] + ox[None, :]
+            inside = np.zeros(pz.shape)
+            for k in range(3):
+                t = scaled[k, 0] * (px - cx) + scaled[k, 1] * (py - cy) + scaled[k, 2] * (pz - cz)
+                inside += t * t
+            in_void = inside < 1.0
+            in_void &= (py * py + px * px) <= r_cyl2  # samples outside the cylinder were never material
+            box[bz, by, bx] -= np.count_nonzero(in_void, axis=1).astype(np.int16)
+    np.maximum(counts, 0, out=counts)
+    volume = counts.astype(np.float32)
+    volume /= np.float32(s**3)
+    return volume
+
+
+# --------------------------------------------------------------------------------------------
+# From a config to a stored phantom
+# --------------------------------------------------------------------------------------------
+
+
+def generate_ellipsoids(config: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Build the ellipsoidal-void phantom of a validated config with ``seed``.
+
+    Reads ``config['phantom']`` (the cylinder, the bounding spheres' placement, supersampling, as
+    for the foam) and ``config['transfer']['aspect_ratio']``.
+
+    Returns
+    -------
+    volume : (nz, ny, nx) float32 material fraction.
+    table_um : (n_voids, 15) float64 ellipsoids (:data:`ELLIPSOIDS_COLUMNS`), in placement order.
+    """
+    ph = config["phantom"]
+    radius_um = float(ph["cylinder_radius_um"])
+    shape = tuple(int(n) for n in config["volume_shape"])
+    t0 = time.perf_counter()
+    spheres = place_voids(
+        n_voids=int(ph["n_voids"]),
+        n_candidates=int(ph["n_candidates"]),
+        max_radius=float(ph["max_void_radius_um"]) / radius_um,
+        zrange=foam_zrange(config),
+        seed=seed,
+    )
+    rng = np.random.default_rng([int(seed), SHAPE_STREAM])
+    table_um = ellipsoids_in_spheres(spheres * radius_um, config["transfer"]["aspect_ratio"], rng)
+    t1 = time.perf_counter()
+    volume = voxelize_ellipsoids(table_um, shape, config["voxel_size_um"], radius_um, int(ph["supersampling"]))
+    log.info(
+        "ellipsoids seed %d: %d voids (aspect ratio %s) placed in %.1f s; %s voxels in %.1f s",
+        seed, len(table_um), config["transfer"]["aspect_ratio"], t1 - t0, "x".join(map(str, shape)),
+        time.perf_counter() - t1,
+    )
+    return volume, table_um
+
+
+def void_aspect_ratios(volume: np.ndarray, voxel_size_um: float, cylinder_radius_um: float,
+                       min_voxels: int = 100) -> np.ndarray:
+    """Measured aspect ratio of each void of a voxelized phantom: sqrt(λ_max / λ_min) of its voxels'
+    second moments (for an ellipsoid, the ratio of its longest to its shortest semi-axis).
+
+    Voids are the connected voxels below 0.5 inside the cylinder (less one voxel at its wall); those
+    touching the top or bottom slice (cut) or smaller than ``min_voxels`` are left out.
+    """
+    from scipy import ndimage as ndi
+
+    from ..masks import cylinder_mask
+
+    inner = cylinder_mask(volume.shape, cylinder_radius_um - voxel_size_um, voxel_size_um)
+    labels, n = ndi.label((np.asarray(volume) < 0.5) & inner)
+    cut = np.union1d(np.unique(labels[0]), np.unique(labels[-1]))
+    ratios = []
+    for label, where in enumerate(ndi.find_objects(labels), start=1):
+        if where is None or label in cut:
+            continue
+        coords = np.argwhere(labels[where] == label).astype(np.float64)
+        if len(coords) < min_voxels:
+            continue
+        eig = np.linalg.eigvalsh(np.cov(coords.T))
+        ratios.append(np.sqrt(eig[-1] / max(eig[0], 1e-12)))
+    return np.asarray(ratios)
+
+
+def write_ellipsoid_phantom(
+    path: str | Path, volume: np.ndarray, table_um: np.ndarray, config: dict, seed: int
+) -> None:
+    """Store the phantom as HDF5 (docs/results.md#phantoms): dataset ``volume``, dataset ``ellipsoids``
+    (n, 15) in µm (:data:`ELLIPSOIDS_COLUMNS`).
+
+    Attributes as the foam's (``voxel_size_um``, ``seed``, ``phantom``, ``config_hash``, ``n_voids``,
+    ``zrange``, ``analytic_porosity``, software versions), plus ``structure`` = ``ellipsoids``,
+    ``transfer`` (the config's ``transfer:`` block as JSON) and ``ellipsoids_columns``.
+    """
+    from ..config import config_hash
+    from ..io import write_volume
+
+    table_um = np.asarray(table_um, dtype=np.float64).reshape(-1, 15)
+    half_height_um = config["volume_shape"][0] * config["voxel_size_um"] / 2.0
+    write_volume(
+        path,
+        volume,
+        config["voxel_size_um"],
+        datasets={"ellipsoids": table_um},
+        seed=int(seed),
+        structure="ellipsoids",
+        phantom=json.dumps(config["phantom"], sort_keys=True),
+        transfer=json.dumps(config["transfer"], sort_keys=True),
+        ellipsoids_columns=ELLIPSOIDS_COLUMNS,
+        config_hash=config_hash(config),
+        n_voids=int(len(table_um)),
+        zrange=foam_zrange(config),
+        analytic_porosity=ellipsoid_porosity(table_um, config["phantom"]["cylinder_radius_um"], half_height_um),
+    )
+
+
+def read_ellipsoids(path: str | Path) -> np.ndarray:
+    """The (n, 15) float64 ellipsoid table stored with an ellipsoidal-void phantom."""
+    from ..io import InputError
+    from ..io.volume import open_hdf5_file
+
+    with open_hdf5_file(path, "phantom") as fh:
+        if "ellipsoids" not in fh:
+            raise InputError(f"{path}: no dataset 'ellipsoids'; expected a phantom written by write_ellipsoid_phantom")
+        table = np.asarray(fh["ellipsoids"][...], dtype=np.float64)
+    if table.ndim != 2 or table.shape[1] != 15:
+        raise InputError(
+            f"{path}: dataset 'ellipsoids' has shape {table.shape}; expected (n, 15) ({ELLIPSOIDS_COLUMNS})"
+        )
+    return table
+
+
+def make_ellipsoid_phantom(path: str | Path, config: dict, seed: int) -> dict:
+    """Generate the ellipsoidal-void phantom of ``config`` with ``seed`` and write it; returns a summary.
+
+    The summary holds ``n_voids``, ``analytic_porosity``, ``voxel_porosity``,
+    ``aspect_ratio_quartiles`` (min, 25 %, 50 %, 75 %, max of the drawn ratios),
+    ``measured_aspect_ratio_median`` (:func:`void_aspect_ratios` of the voids of at least 100
+    voxels) and ``seconds``.
+    """
+    t0 = time.perf_counter()
+    volume, table_um = generate_ellipsoids(config, seed)
+    write_ellipsoid_phantom(path, volume, table_um, config, seed)
+    ph = config["phantom"]
+    shape = tuple(config["volume_shape"])
+    cyl = _cylinder_counts(shape[1:], config["voxel_size_um"], ph["cylinder_radius_um"], ph["supersampling"])
+    cylinder_voxels = float(cyl.sum()) / ph["supersampling"] ** 2 * shape[0]
+    half_height_um = shape[0] * config["voxel_size_um"] / 2.0
+    measured = void_aspect_ratios(volume, config["voxel_size_um"], ph["cylinder_radius_um"])
+    summary = {
+        "n_voids": int(len(table_um)),
+        "analytic_porosity": ellipsoid_porosity(table_um, ph["cylinder_radius_um"], half_height_um),
+        "voxel_porosity": 1.0 - float(volume.sum(dtype=np.float64)) / cylinder_voxels,
+        "aspect_ratio_quartiles": [float(q) for q in np.percentile(aspect_ratios(table_um), [0, 25, 50, 75, 100])],
+        "measured_aspect_ratio_median": float(np.median(measured)) if measured.size else float("nan"),
+        "seconds": time.perf_counter() - t0,
+    }
+    log.info(
+        "%s: %d ellipsoidal voids, aspect ratios (min, quartiles, max) %s, measured median %.2f over %d voids, "
+        "porosity %.4f (analytic %.4f), %.1f s",
+        path, summary["n_voids"], ", ".join(f"{q:.2f}" for q in summary["aspect_ratio_quartiles"]),
+        summary["measured_aspect_ratio_median"], measured.size, summary["voxel_porosity"],
+        summary["analytic_porosity"], summary["seconds"],
+    )
+    return summary
