@@ -35,7 +35,7 @@ learning-curves: $(STAMP)
 
 # The foam's models and spurious-pore classifier, unchanged, on another structure (ellipsoidal voids,
 # docs/phantom.md#the-transfer-structure): results/tables/trust_transfer.csv. Not part of the demo;
-# 4 min 11 s on 2 cores after `make demo` (measured 2026-11-30); without it, the foam's models are
+# 3 min 18 s on 2 cores after `make demo` (measured 2026-11-30); without it, the foam's models are
 # trained first (about 19 min of job time in all).
 transfer: $(STAMP)
 	$(BIN)/snakemake trust_transfer --cores $(CORES) --configfile config/quick.yaml

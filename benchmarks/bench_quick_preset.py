@@ -78,12 +78,19 @@ def run_workflow(scratch: Path, cores: int, timeout_s: float) -> dict:
 _STEPS = r"^(\d+) of (\d+) steps"
 
 
+#: the job-stats line of a run that built the default target (``make demo``), not another target
+#: run after it (``make transfer``, ``make learning-curves``: their logs list no job ``all``)
+_DEFAULT_TARGET = r"^all\s+1\s*$"
+
+
 def _workflow_log(directory: Path) -> Path | None:
-    """The newest Snakemake log of a run that executed jobs (``make demo``'s report run has none)."""
+    """The newest Snakemake log of a run of the whole workflow that executed jobs (``make demo``'s
+    report run has none; a later run of another target is not the workflow's)."""
     import re
 
     for log in sorted((directory / ".snakemake" / "log").glob("*.snakemake.log"), reverse=True):
-        if re.search(_STEPS, log.read_text(errors="replace"), flags=re.M):
+        text = log.read_text(errors="replace")
+        if re.search(_STEPS, text, flags=re.M) and re.search(_DEFAULT_TARGET, text, flags=re.M):
             return log
     return None
 
@@ -111,13 +118,19 @@ def progress_from_logs(directory: Path) -> tuple[int, int] | None:
     return (int(found[-1][0]), int(found[-1][1])) if found else None
 
 
-def rule_breakdown(directory: Path):
-    """Per-rule sums of the benchmark files under ``directory/results/benchmarks`` (a DataFrame)."""
+def rule_breakdown(directory: Path, until: float | None = None):
+    """Per-rule sums of the benchmark files under ``directory/results/benchmarks`` (a DataFrame).
+
+    ``until``: a time stamp (seconds since the epoch); files written after it (by a later run of
+    another target, e.g. ``make transfer``) are left out.
+    """
     import pandas as pd
 
     base = directory / "results" / "benchmarks"
     rows = []
     for tsv in sorted(base.rglob("*.tsv")):
+        if until is not None and tsv.stat().st_mtime > until:
+            continue
         frame = pd.read_csv(tsv, sep="\t")
         if frame.empty:
             continue
@@ -157,7 +170,9 @@ def run(workdir: Path, options: dict | None = None) -> dict:
         directory = workdir / "quick_run"
         info = run_workflow(directory, o["cores"], o["timeout_s"])
         source = f"ran `{info['command']}`"
-    per_rule, jobs = rule_breakdown(directory)
+    log = _workflow_log(directory)
+    # a reused run's jobs are those finished by the end of its log (not a later target's)
+    per_rule, jobs = rule_breakdown(directory, until=log.stat().st_mtime + 1.0 if o["quick_results"] and log else None)
     wall = info.get("wall_s")
     row = {
         "name": NAME,
