@@ -180,7 +180,7 @@ PRESETS = [REPO / "config" / "quick.yaml", REPO / "config" / "config.yaml"]
 # the paper preset's DAG is checked alike by test_tuning.py's DAG test (which includes trust_transfer)
 @pytest.mark.parametrize("preset", PRESETS[:1], ids=lambda p: p.name)
 def test_nothing_is_trained_fitted_or_chosen_on_transfer_or_alternate(preset):
-    jobs = _dry_run_jobs(preset, "trust_transfer")
+    jobs = _dry_run_jobs(preset, "all", "learning_curves", "trust_transfer")  # test_tuning's DAG, cached
     producer = {out: job for job in jobs for out in job["output"]}
     rules = {job["rule"] for job in jobs}
     assert {"phantom_transfer", "scan_transfer", "train", "trust_model", "flag_pores", "trust_transfer"} <= rules

@@ -1,6 +1,7 @@
 """Settings are chosen on `validation`, never on `alternate`: the realization, the DAG, the learning curves."""
 
 import copy
+import functools
 import re
 import subprocess
 from pathlib import Path
@@ -42,8 +43,12 @@ def test_every_preset_has_a_validation_realization_with_a_seed_of_its_own(preset
     assert tuning_sigmas(config) and all(s in config["scan"]["sigmas_um"] for s in tuning_sigmas(config))
 
 
+@functools.lru_cache(maxsize=None)
 def _dry_run_jobs(configfile: Path, *targets: str) -> list[dict]:
-    """Every job of a forced dry run as {'rule', 'input', 'output'} (Snakemake's own job listing)."""
+    """Every job of a forced dry run as {'rule', 'input', 'output'} (Snakemake's own job listing).
+
+    Cached: each dry run of a preset costs ~11 s, and several tests walk the same DAG (read only).
+    """
     proc = subprocess.run(
         [str(SNAKEMAKE), *targets, "-n", "--forceall", "--configfile", str(configfile)],
         cwd=REPO,
