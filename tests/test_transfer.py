@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from test_tuning import CHOOSING_RULES, _dry_run_jobs
+from test_tuning import CHOOSING_RULES, _dry_run_jobs, upstream_files
 
 from resrecover.config import load_config
 from resrecover.io import read_volume
@@ -194,14 +194,8 @@ def test_nothing_is_trained_fitted_or_chosen_on_transfer_or_alternate(preset):
     choosing = [job for job in jobs if job["rule"] in CHOOSING_RULES]
     assert choosing
     for job in choosing:
-        seen, stack = set(), list(job["input"])
-        while stack:  # every file upstream of the job, through the jobs that make them
-            path = stack.pop()
-            if path in seen:
-                continue
-            seen.add(path)
+        for path in upstream_files(job, producer):
             assert "transfer" not in path and "alternate" not in path, f"{job['rule']} depends on {path}"
-            stack.extend(producer[path]["input"] if path in producer else [])
 
 
 def test_the_demo_does_not_simulate_the_transfer_structure():

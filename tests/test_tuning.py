@@ -43,6 +43,18 @@ def test_every_preset_has_a_validation_realization_with_a_seed_of_its_own(preset
     assert tuning_sigmas(config) and all(s in config["scan"]["sigmas_um"] for s in tuning_sigmas(config))
 
 
+def upstream_files(job: dict, producer: dict) -> set[str]:
+    """Every file upstream of ``job`` in a dry run's jobs, through ``producer`` (file -> the job making it)."""
+    seen, stack = set(), list(job["input"])
+    while stack:
+        path = stack.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        stack.extend(producer[path]["input"] if path in producer else [])
+    return seen
+
+
 @functools.lru_cache(maxsize=None)
 def _dry_run_jobs(configfile: Path, *targets: str) -> list[dict]:
     """Every job of a forced dry run as {'rule', 'input', 'output'} (Snakemake's own job listing).
@@ -81,16 +93,10 @@ def test_no_training_or_tuning_job_depends_on_the_alternate_realization(preset):
     assert {job["rule"] for job in choosing} >= {"train", "learning_curve", "trust_model"}
     assert any("validation" in p for job in choosing for p in job["input"])  # the curves do read validation
     for job in choosing:
-        seen, stack = set(), list(job["input"])
-        while stack:  # every file upstream of the job, through the jobs that make them
-            path = stack.pop()
-            if path in seen:
-                continue
-            seen.add(path)
+        for path in upstream_files(job, producer):
             assert "alternate" not in path and "/transfer" not in path, (
                 f"rule {job['rule']} ({job['output'][0]}) depends on {path}"
             )
-            stack.extend(producer[path]["input"] if path in producer else [])
 
 
 # --- learning curves on a tiny foam ------------------------------------------------------------

@@ -32,16 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .foam import (
-    _BLOCK_ELEMENTS,
-    PhantomError,
-    _axis_range,
-    _cylinder_counts,
-    _subsample_offsets,
-    foam_zrange,
-    place_voids,
-    voxel_centres_um,
-)
+from .carving import PhantomError, VoidShape, carve_voids
+from .foam import foam_zrange, place_config_voids, voxel_porosity
 
 log = logging.getLogger(__name__)
 
@@ -152,65 +144,49 @@ def voxelize_ellipsoids(
     centre has ρ + half_diag / s_min < 1 is wholly void and one with ρ − half_diag / s_min ≥ 1 is
     untouched; only the others are sub-sampled.
     """
-    nz, ny, nx = (int(n) for n in shape)
-    s = int(supersampling)
-    if s < 1:
-        raise PhantomError(f"voxelize_ellipsoids: supersampling={supersampling}; expected an integer >= 1")
-    table_um = np.asarray(table_um, dtype=np.float64).reshape(-1, 15)
-    vs = float(voxel_size_um)
-    r_cyl2 = float(cylinder_radius_um) ** 2
-    centres = [voxel_centres_um(n, vs) for n in (nz, ny, nx)]
-    off = _subsample_offsets(s, vs)
-    oz, oy, ox = (a.ravel() for a in np.meshgrid(off, off, off, indexing="ij"))
+    return carve_voids(table_um, 15, ELLIPSOID, shape, voxel_size_um, cylinder_radius_um, supersampling,
+                       "voxelize_ellipsoids")
 
-    counts = np.empty((nz, ny, nx), dtype=np.int16)
-    counts[...] = (_cylinder_counts((ny, nx), vs, cylinder_radius_um, s) * s).astype(np.int16)
-    spread = vs / 2.0 * (1.0 - 1.0 / s)
-    half_diag = np.sqrt(3.0) * spread
-    eps = 1e-6 * vs
-    for row in table_um:
-        cx, cy, cz = row[:3]
-        semi = row[3:6]
-        axes = row[6:15].reshape(3, 3)  # row k: unit vector of semi-axis k, (x, y, z)
-        extent = np.sqrt(((semi[:, None] * axes) ** 2).sum(axis=0))  # half-extent along x, y, z
-        z0, z1 = _axis_range(cz, extent[2] + spread + eps, nz, vs)
-        y0, y1 = _axis_range(cy, extent[1] + spread + eps, ny, vs)
-        x0, x1 = _axis_range(cx, extent[0] + spread + eps, nx, vs)
-        if z0 >= z1 or y0 >= y1 or x0 >= x1:
-            continue
-        dz = centres[0][z0:z1] - cz
-        dy = centres[1][y0:y1] - cy
-        dx = centres[2][x0:x1] - cx
-        # scaled coordinates t_k = u_k · d / s_k on the box, summed in squares: ρ²
-        rho2 = np.zeros((z1 - z0, y1 - y0, x1 - x0))
-        for k in range(3):
-            u = axes[k] / semi[k]
-            t = (u[2] * dz)[:, None, None] + (u[1] * dy)[None, :, None] + (u[0] * dx)[None, None, :]
-            rho2 += t * t
-        rho = np.sqrt(rho2)
-        margin = (half_diag + eps) / semi.min()
-        box = counts[z0:z1, y0:y1, x0:x1]
-        box[rho + margin < 1.0] = 0
-        edge = (rho - margin < 1.0) & (rho + margin >= 1.0)
-        iz, iy, ix = np.nonzero(edge)
-        rows = max(1, _BLOCK_ELEMENTS // (s**3))
-        scaled = axes / semi[:, None]
-        for start in range(0, iz.size, rows):
-            bz, by, bx = iz[start : start + rows], iy[start : start + rows], ix[start : start + rows]
-            pz = centres[0][z0 + bz][:, None] + oz[None, :]
-            py = centres[1][y0 + by][:, None] + oy[None, :]
-            px = centres[2][x0 + bx][:, None] + ox[None, :]
-            inside = np.zeros(pz.shape)
-            for k in range(3):
-                t = scaled[k, 0] * (px - cx) + scaled[k, 1] * (py - cy) + scaled[k, 2] * (pz - cz)
-                inside += t * t
-            in_void = inside < 1.0
-            in_void &= (py * py + px * px) <= r_cyl2  # samples outside the cylinder were never material
-            box[bz, by, bx] -= np.count_nonzero(in_void, axis=1).astype(np.int16)
-    np.maximum(counts, 0, out=counts)
-    volume = counts.astype(np.float32)
-    volume /= np.float32(s**3)
-    return volume
+
+def _semi_and_axes(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Semi-axes (3,) and their unit vectors (3, 3; row k: semi-axis k as x, y, z) of a table row."""
+    return row[3:6], row[6:15].reshape(3, 3)
+
+
+def _ellipsoid_half_extents(row):
+    semi, axes = _semi_and_axes(row)
+    extent = np.sqrt(((semi[:, None] * axes) ** 2).sum(axis=0))  # half-extent along x, y, z
+    return extent[2], extent[1], extent[0]
+
+
+def _ellipsoid_split(row, dz, dy, dx, half_diag, eps):
+    semi, axes = _semi_and_axes(row)
+    # scaled coordinates t_k = u_k · d / s_k on the box, summed in squares: ρ²
+    rho2 = np.zeros((dz.size, dy.size, dx.size))
+    for k in range(3):
+        u = axes[k] / semi[k]
+        t = (u[2] * dz)[:, None, None] + (u[1] * dy)[None, :, None] + (u[0] * dx)[None, None, :]
+        rho2 += t * t
+    rho = np.sqrt(rho2)
+    margin = (half_diag + eps) / semi.min()
+    return rho + margin < 1.0, (rho - margin < 1.0) & (rho + margin >= 1.0)
+
+
+def _ellipsoid_contains(row, pz, py, px):
+    semi, axes = _semi_and_axes(row)
+    scaled = axes / semi[:, None]
+    cx, cy, cz = row[:3]
+    inside = np.zeros(pz.shape)
+    for k in range(3):
+        t = scaled[k, 0] * (px - cx) + scaled[k, 1] * (py - cy) + scaled[k, 2] * (pz - cz)
+        inside += t * t
+    return inside < 1.0
+
+
+#: ellipsoidal voids (rows of :data:`ELLIPSOIDS_COLUMNS`). A point p is in one when
+#: ρ(p) = ‖(u_k · (p − c) / s_k)_k‖ < 1; ρ changes by at most distance / s_min, so a voxel whose
+#: centre has ρ + half_diag / s_min < 1 is wholly void and one with ρ − half_diag / s_min ≥ 1 untouched
+ELLIPSOID = VoidShape(_ellipsoid_half_extents, _ellipsoid_split, _ellipsoid_contains)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,13 +209,7 @@ def generate_ellipsoids(config: dict, seed: int) -> tuple[np.ndarray, np.ndarray
     radius_um = float(ph["cylinder_radius_um"])
     shape = tuple(int(n) for n in config["volume_shape"])
     t0 = time.perf_counter()
-    spheres = place_voids(
-        n_voids=int(ph["n_voids"]),
-        n_candidates=int(ph["n_candidates"]),
-        max_radius=float(ph["max_void_radius_um"]) / radius_um,
-        zrange=foam_zrange(config),
-        seed=seed,
-    )
+    spheres = place_config_voids(config, seed)
     rng = np.random.default_rng([int(seed), SHAPE_STREAM])
     table_um = ellipsoids_in_spheres(spheres * radius_um, config["transfer"]["aspect_ratio"], rng)
     t1 = time.perf_counter()
@@ -339,15 +309,12 @@ def make_ellipsoid_phantom(path: str | Path, config: dict, seed: int) -> dict:
     volume, table_um = generate_ellipsoids(config, seed)
     write_ellipsoid_phantom(path, volume, table_um, config, seed)
     ph = config["phantom"]
-    shape = tuple(config["volume_shape"])
-    cyl = _cylinder_counts(shape[1:], config["voxel_size_um"], ph["cylinder_radius_um"], ph["supersampling"])
-    cylinder_voxels = float(cyl.sum()) / ph["supersampling"] ** 2 * shape[0]
-    half_height_um = shape[0] * config["voxel_size_um"] / 2.0
+    half_height_um = config["volume_shape"][0] * config["voxel_size_um"] / 2.0
     measured = void_aspect_ratios(volume, config["voxel_size_um"], ph["cylinder_radius_um"])
     summary = {
         "n_voids": int(len(table_um)),
         "analytic_porosity": ellipsoid_porosity(table_um, ph["cylinder_radius_um"], half_height_um),
-        "voxel_porosity": 1.0 - float(volume.sum(dtype=np.float64)) / cylinder_voxels,
+        "voxel_porosity": voxel_porosity(volume, config),
         "aspect_ratio_quartiles": [float(q) for q in np.percentile(aspect_ratios(table_um), [0, 25, 50, 75, 100])],
         "measured_aspect_ratio_median": float(np.median(measured)) if measured.size else float("nan"),
         "seconds": time.perf_counter() - t0,

@@ -21,21 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import ResrecoverError
+from .carving import (  # noqa: F401  (PhantomError, voxel_centres_um, _subsample_offsets: public here too)
+    _BLOCK_ELEMENTS,
+    SPHERE,
+    PhantomError,
+    _cylinder_counts,
+    _subsample_offsets,
+    carve_voids,
+    voxel_centres_um,
+)
 
 log = logging.getLogger(__name__)
 
 #: Column names of a sphere table in µm, as stored with the phantom (dataset ``spheres``).
 SPHERES_COLUMNS = "x_um,y_um,z_um,radius_um"
 
-# Largest (candidates × spheres) block of distances held at once while redrawing candidates.
-_BLOCK_ELEMENTS = 1 << 21
 # Nearest sphere centres looked up per point when computing free radii of redrawn candidates.
 _KD_NEIGHBOURS = 8
-
-
-class PhantomError(ResrecoverError):
-    """A phantom parameter makes the foam impossible to build (e.g. no free space left)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,34 +298,6 @@ def place_voids(n_voids: int, n_candidates: int, max_radius: float, zrange: floa
 # --------------------------------------------------------------------------------------------
 
 
-def voxel_centres_um(n: int, voxel_size_um: float) -> np.ndarray:
-    """Centres (µm) of ``n`` voxels along one axis of a grid centred on the origin: ``(i - (n-1)/2)·Δ``."""
-    return (np.arange(n) - (n - 1) / 2.0) * voxel_size_um
-
-
-def _subsample_offsets(supersampling: int, voxel_size_um: float) -> np.ndarray:
-    """Offsets (µm) of the centres of the ``s`` sub-cells of a voxel along one axis."""
-    s = supersampling
-    return ((np.arange(s) + 0.5) / s - 0.5) * voxel_size_um
-
-
-def _cylinder_counts(shape_yx, voxel_size_um, cylinder_radius_um, supersampling) -> np.ndarray:
-    """(ny, nx) number of the s² in-plane sub-samples of each voxel that lie inside the cylinder."""
-    s = supersampling
-    off = _subsample_offsets(s, voxel_size_um)
-    ys = (voxel_centres_um(shape_yx[0], voxel_size_um)[:, None] + off[None, :]).ravel()
-    xs = (voxel_centres_um(shape_yx[1], voxel_size_um)[:, None] + off[None, :]).ravel()
-    inside = (ys[:, None] * ys[:, None] + xs[None, :] * xs[None, :]) <= cylinder_radius_um**2
-    return inside.reshape(shape_yx[0], s, shape_yx[1], s).sum(axis=(1, 3))
-
-
-def _axis_range(centre: float, reach: float, n: int, voxel_size_um: float) -> tuple[int, int]:
-    """Index range [lo, hi) of the voxels whose centre is within ``reach`` µm of ``centre`` (clipped)."""
-    lo = int(np.ceil((centre - reach) / voxel_size_um + (n - 1) / 2.0))
-    hi = int(np.floor((centre + reach) / voxel_size_um + (n - 1) / 2.0)) + 1
-    return max(lo, 0), min(hi, n)
-
-
 def voxelize_foam(
     spheres_um: np.ndarray,
     shape: tuple[int, int, int],
@@ -354,60 +328,7 @@ def voxelize_foam(
     void's bounding box, voxels whose sub-samples are all inside the void are set to 0 and only the
     voxels straddling the void surface are sub-sampled.
     """
-    nz, ny, nx = (int(n) for n in shape)
-    s = int(supersampling)
-    if s < 1:
-        raise PhantomError(f"voxelize_foam: supersampling={supersampling}; expected an integer >= 1")
-    spheres_um = np.asarray(spheres_um, dtype=np.float64).reshape(-1, 4)
-    vs = float(voxel_size_um)
-    r_cyl2 = float(cylinder_radius_um) ** 2
-    centres = [voxel_centres_um(n, vs) for n in (nz, ny, nx)]
-    off = _subsample_offsets(s, vs)
-    oz, oy, ox = (a.ravel() for a in np.meshgrid(off, off, off, indexing="ij"))
-
-    counts = np.empty((nz, ny, nx), dtype=np.int16)
-    counts[...] = (_cylinder_counts((ny, nx), vs, cylinder_radius_um, s) * s).astype(np.int16)
-
-    # Sub-samples lie within `spread` of their voxel centre along each axis and within `half_diag`
-    # in distance; `eps` keeps voxels on the fence in the exactly sub-sampled set.
-    spread = vs / 2.0 * (1.0 - 1.0 / s)
-    half_diag = np.sqrt(3.0) * spread
-    eps = 1e-6 * vs
-    for cx, cy, cz, r in spheres_um:
-        reach = r + spread + eps
-        z0, z1 = _axis_range(cz, reach, nz, vs)
-        y0, y1 = _axis_range(cy, reach, ny, vs)
-        x0, x1 = _axis_range(cx, reach, nx, vs)
-        if z0 >= z1 or y0 >= y1 or x0 >= x1:
-            continue
-        dz = centres[0][z0:z1] - cz
-        dy = centres[1][y0:y1] - cy
-        dx = centres[2][x0:x1] - cx
-        d2 = (dz * dz)[:, None, None] + (dy * dy)[None, :, None] + (dx * dx)[None, None, :]
-        box = counts[z0:z1, y0:y1, x0:x1]
-        inner = r - half_diag - eps
-        if inner > 0:
-            full = d2 < inner * inner
-            box[full] = 0
-            edge = d2 < (r + half_diag + eps) ** 2
-            edge &= ~full
-        else:
-            edge = d2 < (r + half_diag + eps) ** 2
-        iz, iy, ix = np.nonzero(edge)
-        rows = max(1, _BLOCK_ELEMENTS // (s**3))
-        for start in range(0, iz.size, rows):
-            bz, by, bx = iz[start : start + rows], iy[start : start + rows], ix[start : start + rows]
-            pz = centres[0][z0 + bz][:, None] + oz[None, :]
-            py = centres[1][y0 + by][:, None] + oy[None, :]
-            px = centres[2][x0 + bx][:, None] + ox[None, :]
-            in_void = (px - cx) ** 2 + (py - cy) ** 2 + (pz - cz) ** 2 < r * r
-            in_void &= (py * py + px * px) <= r_cyl2  # samples outside the cylinder were never material
-            box[bz, by, bx] -= np.count_nonzero(in_void, axis=1).astype(np.int16)
-    # Touching voids can both claim a sub-sample on their contact point under float rounding.
-    np.maximum(counts, 0, out=counts)
-    volume = counts.astype(np.float32)
-    volume /= np.float32(s**3)
-    return volume
+    return carve_voids(spheres_um, 4, SPHERE, shape, voxel_size_um, cylinder_radius_um, supersampling, "voxelize_foam")
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,6 +356,27 @@ def analytic_porosity(spheres_um: np.ndarray, cylinder_radius_um: float, half_he
     return float(void / (np.pi * cylinder_radius_um**2 * 2.0 * half_height_um))
 
 
+def place_config_voids(config: dict, seed: int) -> np.ndarray:
+    """The voids :func:`place_voids` puts with ``config['phantom']`` and ``seed``: (n, 4) in cylinder radii."""
+    ph = config["phantom"]
+    return place_voids(
+        n_voids=int(ph["n_voids"]),
+        n_candidates=int(ph["n_candidates"]),
+        max_radius=float(ph["max_void_radius_um"]) / float(ph["cylinder_radius_um"]),
+        zrange=foam_zrange(config),
+        seed=seed,
+    )
+
+
+def voxel_porosity(volume: np.ndarray, config: dict) -> float:
+    """Void fraction of the voxelized cylinder: 1 − the volume's material / the cylinder's voxels."""
+    ph = config["phantom"]
+    shape = tuple(config["volume_shape"])
+    cyl = _cylinder_counts(shape[1:], config["voxel_size_um"], ph["cylinder_radius_um"], ph["supersampling"])
+    cylinder_voxels = float(cyl.sum()) / ph["supersampling"] ** 2 * shape[0]
+    return 1.0 - float(volume.sum(dtype=np.float64)) / cylinder_voxels
+
+
 def generate_foam(config: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Build the foam phantom of a validated config.
 
@@ -460,13 +402,7 @@ def generate_foam(config: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
             config["voxel_size_um"],
         )
     t0 = time.perf_counter()
-    spheres = place_voids(
-        n_voids=int(ph["n_voids"]),
-        n_candidates=int(ph["n_candidates"]),
-        max_radius=float(ph["max_void_radius_um"]) / radius_um,
-        zrange=foam_zrange(config),
-        seed=seed,
-    )
+    spheres = place_config_voids(config, seed)
     t1 = time.perf_counter()
     spheres_um = spheres * radius_um
     volume = voxelize_foam(spheres_um, shape, config["voxel_size_um"], radius_um, int(ph["supersampling"]))
@@ -541,14 +477,11 @@ def make_phantom(path: str | Path, config: dict, seed: int) -> dict:
     volume, spheres_um = generate_foam(config, seed)
     write_phantom(path, volume, spheres_um, config, seed)
     ph = config["phantom"]
-    shape = tuple(config["volume_shape"])
-    cyl = _cylinder_counts(shape[1:], config["voxel_size_um"], ph["cylinder_radius_um"], ph["supersampling"])
-    cylinder_voxels = float(cyl.sum()) / ph["supersampling"] ** 2 * shape[0]
-    half_height_um = shape[0] * config["voxel_size_um"] / 2.0
+    half_height_um = config["volume_shape"][0] * config["voxel_size_um"] / 2.0
     summary = {
         "n_voids": int(len(spheres_um)),
         "analytic_porosity": analytic_porosity(spheres_um, ph["cylinder_radius_um"], half_height_um),
-        "voxel_porosity": 1.0 - float(volume.sum(dtype=np.float64)) / cylinder_voxels,
+        "voxel_porosity": voxel_porosity(volume, config),
         "diameter_quartiles_um": [float(q) for q in np.percentile(2.0 * spheres_um[:, 3], [0, 25, 50, 75, 100])],
         "seconds": time.perf_counter() - t0,
     }
