@@ -10,7 +10,18 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from resrecover.evaluate.pores import PORE_COLUMNS, match_pores, pore_table, pores_summary, porosity, read_labels
+from resrecover import ResrecoverError
+from resrecover.evaluate.pores import (
+    CUT_BY_ENDS,
+    PORE_COLUMNS,
+    annotate_matches,
+    match_pores,
+    pore_table,
+    pores_summary,
+    porosity,
+    read_edge_cut,
+    read_labels,
+)
 from resrecover.evaluate.pores import size_histogram, sphericity, write_labels
 from resrecover.evaluate.segmentation import (
     estimate_noise_sigma,
@@ -178,6 +189,46 @@ def test_edge_kill_top_and_bottom_but_not_the_wall():
     assert labels.max() == 2
     kept = {int(np.bincount(truth[labels == k]).argmax()) for k in (1, 2)}
     assert kept == {3, 4}
+
+
+def test_a_void_cut_by_an_end_in_the_truth_only_is_neither_spurious_nor_matched(tmp_path):
+    """The edge kill acts on each volume alone: a void that reaches the first slice in the truth but
+    stops short of it in a blurred (shrunk) recovery is kept in one and removed in the other. The
+    matching must not call it a hallucination, and must still call a void in solid material one."""
+    top = -(SHAPE[0] - 1) / 2
+    truth_volume, mask, _ = sphere_volume([(top + 3.0, 0.0, 0.0, 6.0), (0.0, -12.0, 0.0, 5.0)])
+    # the recovery: the end void shrunk so that it no longer reaches the first slice, plus a void
+    # where the truth is solid
+    recovered_volume, _, _ = sphere_volume([(top + 5.0, 0.0, 0.0, 3.5), (0.0, -12.0, 0.0, 5.0), (0.0, 12.0, 0.0, 4.0)])
+    gt_labels, gt_cut = segment_pores(truth_volume, mask, 1.0, return_edge_cut=True)
+    labels, cut = segment_pores(recovered_volume, mask, 1.0, return_edge_cut=True)
+    assert gt_labels.max() == 1 and gt_cut[0].any() and not gt_cut[SHAPE[0] // 2].any()
+    assert labels.max() == 3 and not cut.any()
+    np.testing.assert_array_equal(segment_pores(truth_volume, mask, 1.0), gt_labels)  # same labels either way
+
+    old = match_pores(labels, gt_labels)
+    assert (old.n_matched, old.n_spurious) == (1, 2)  # without the masks: the end void counts as spurious
+    m = match_pores(labels, gt_labels, edge_cut=cut, gt_edge_cut=gt_cut)
+    end_void = int(labels[int(round(top + 5.0 + (SHAPE[0] - 1) / 2)), SHAPE[1] // 2, SHAPE[2] // 2])
+    assert m.n_matched == 1 and m.cut.tolist() == [end_void] and m.n_spurious == 1 and m.n_missed == 0
+    assert end_void not in m.spurious.tolist()
+    assert m.gt_label_of([end_void]).tolist() == [CUT_BY_ENDS]
+    table = annotate_matches(pore_table(labels, 1.0), m, pore_table(gt_labels, 1.0))
+    assert sorted(table["matched_gt_label"].tolist()) == [CUT_BY_ENDS, 0, 1]
+    summary = pores_summary(table, labels, mask, pore_table(gt_labels, 1.0), 0.1, m)
+    assert (summary["n_spurious"], summary["n_cut_by_ends"]) == (1, 1)
+
+    # the other way round, a truth void the recovery's edge kill removed is not missed
+    m = match_pores(gt_labels * 0, gt_labels, edge_cut=gt_labels > 0, gt_edge_cut=None)
+    assert m.n_missed == 0 and m.gt_cut.tolist() == [1]
+
+    # the mask travels with the labels file
+    write_labels(tmp_path / "gt.h5", gt_labels, 1.0, edge_cut=gt_cut)
+    np.testing.assert_array_equal(read_edge_cut(tmp_path / "gt.h5"), gt_cut)
+    write_labels(tmp_path / "old.h5", gt_labels, 1.0)
+    assert read_edge_cut(tmp_path / "old.h5") is None
+    with pytest.raises(ResrecoverError, match="gt_edge_cut: shape"):
+        match_pores(labels, gt_labels, gt_edge_cut=np.zeros((2, 2, 2), bool))
 
 
 def test_small_regions_and_holes():

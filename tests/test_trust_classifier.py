@@ -13,11 +13,11 @@ import torch
 
 from conftest import REPO
 from resrecover.config import ConfigError, load_config
-from resrecover.evaluate.pores import write_labels
+from resrecover.evaluate.pores import CUT_BY_ENDS, write_labels
 from resrecover.io import read_volume, write_volume
 from resrecover.trust import read_trust_maps, trust_plan
 from resrecover.trust.maps import TrustError, gaussian_blur
-from resrecover.trust.score import load_trust_model
+from resrecover.trust.score import load_trust_model, spurious_labels
 from resrecover.trust.spurious import (
     choose_l2,
     classifier_curves,
@@ -155,6 +155,7 @@ def _pore_table(realization, sigma, n=400, seed=0, spurious_share=0.1):
         "diameter_um": diameter, "contrast_noise": contrast, "residual_mean": rng.normal(1, 0.2, n),
         "disagreement_mean": np.nan, "tta_variance_mean": rng.random(n) * 1e-4,
         "fov_edge_distance_um": rng.random(n) * 100, "n_neighbours": rng.integers(0, 6, n),
+        "sphericity": rng.normal(0.97, 0.01, n),
         "matched_gt_label": np.where(spurious, 0, np.arange(1, n + 1)),
     })
 
@@ -239,6 +240,42 @@ def test_the_plan_adds_the_fitting_realization_and_never_flags_it():
     off["trust"]["classifier"]["enabled"] = False
     plan = trust_plan(off)
     assert not plan["classifier"] and plan["realizations"] == ["alternate"] and plan["fit_realizations"] == []
+
+
+def test_the_plan_can_fit_on_validation_too_and_still_flags_only_alternate():
+    config = load_config(CONFIG)
+    config["trust"]["classifier"]["fit_realizations"] = ["validation", "train"]
+    plan = trust_plan(config)
+    assert plan["fit_realizations"] == ["train", "validation"]  # train first: it calibrates
+    assert plan["realizations"] == ["train", "alternate", "validation"] and plan["flag_realizations"] == ["alternate"]
+
+
+def test_pores_cut_by_an_end_of_the_truth_are_neither_fitted_nor_scored(tmp_path):
+    """A pore whose void the truth's edge kill removed (matched_gt_label -1) has no label: the fit,
+    the calibration and the reported AUCs leave it out instead of counting it as spurious."""
+    config = load_config(CONFIG)
+    config["trust"]["classifier"]["bootstrap"] = 20
+    clean = _pore_table("train", 9, seed=1)
+    cut = clean.copy()
+    # 40 real pores marked cut, made to look like the spurious ones (small and shallow): were they
+    # counted as spurious, the fit would see 40 more positives
+    rows = np.flatnonzero(cut["matched_gt_label"] > 0)[:40]
+    cut.loc[rows, ["diameter_um", "contrast_noise"]] = [13.0, 2.0]
+    cut.loc[rows, "matched_gt_label"] = CUT_BY_ENDS
+    clean.drop(index=rows).to_csv(tmp_path / "clean.csv", index=False)
+    cut.to_csv(tmp_path / "cut.csv", index=False)
+    fit_trust_model_from_files([tmp_path / "clean.csv"], tmp_path / "clean.json", config)
+    fit_trust_model_from_files([tmp_path / "cut.csv"], tmp_path / "cut.json", config)
+    a, b = load_trust_model(tmp_path / "clean.json"), load_trust_model(tmp_path / "cut.json")
+    assert [e["n"] for e in b.training] == [e["n"] for e in a.training] == [len(clean) - 40]
+    np.testing.assert_allclose(b.coef, a.coef)
+    scored = flag_pores_from_files(tmp_path / "cut.csv", tmp_path / "cut.json", tmp_path / "cut.csv",
+                                   tmp_path / "flags.csv", config)
+    assert len(scored) == len(cut)  # every pore is still scored and may be flagged
+    rows_cut = pd.DataFrame(classifier_rows(scored, [clean], b, config, "deepnet", "train", 9.0))
+    assert set(rows_cut["n"][rows_cut["quantity"] == "expected_calibration_error"]) == {len(clean) - 40}
+    with pytest.raises(TrustError, match="cut by an end of the ground truth"):
+        spurious_labels(cut)
 
 
 def test_the_penalty_is_chosen_on_held_out_fitting_tables():

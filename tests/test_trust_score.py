@@ -20,6 +20,7 @@ from resrecover.trust import (
     fdr_and_power,
     fit_trust_model,
     flag_spurious,
+    labelled_pores,
     load_trust_model,
     pore_features,
     reliability_table,
@@ -66,8 +67,13 @@ def model():
 
 
 def test_spurious_labels_read_nan_empty_and_zero_as_unmatched():
-    df = pd.DataFrame({"matched_gt_label": [3, np.nan, 0, "", -1, "7"]})
-    assert spurious_labels(df).tolist() == [False, True, True, True, True, False]
+    df = pd.DataFrame({"matched_gt_label": [3, np.nan, 0, "", "7"]})
+    assert spurious_labels(df).tolist() == [False, True, True, True, False]
+    # -1: cut by an end of the ground truth, neither kind; refused until left out
+    cut = pd.DataFrame({"matched_gt_label": [3, -1, 0]})
+    with pytest.raises(TrustError, match="1 pores with matched_gt_label -1"):
+        spurious_labels(cut)
+    assert spurious_labels(labelled_pores(cut)).tolist() == [False, True]
 
 
 def test_model_beats_every_single_feature_on_fresh_pores(model):

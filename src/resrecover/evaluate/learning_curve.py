@@ -24,7 +24,9 @@ import pandas as pd
 from ..io import atomic_write_csv, read_volume
 from ..masks import fov_mask
 from .metrics import image_metrics
-from .pores import HEADLINE_PORE_COLUMNS, match_pores, pore_table, pores_summary, porosity, read_labels
+from .pores import (
+    HEADLINE_PORE_COLUMNS, match_pores, pore_table, pores_summary, porosity, read_edge_cut, read_labels,
+)
 from .segmentation import segment_pores
 from .stages import evaluation_masks, segmentation_settings
 
@@ -49,6 +51,7 @@ def score_volume(
     gt_table: pd.DataFrame,
     config: dict,
     denoise: bool = False,
+    gt_edge_cut: np.ndarray | None = None,
 ) -> dict:
     """SSIM/PSNR and the pore summary of ``volume`` against a ground truth, as rule ``evaluate_volume``.
 
@@ -58,6 +61,7 @@ def score_volume(
     gt_labels, gt_table : the ground truth's pore labels and pore table (rule ``segment_ground_truth``).
     config : validated config (voxel size, foam cylinder, evaluation settings).
     denoise : non-local means before segmenting (the study does it for Richardson-Lucy only).
+    gt_edge_cut : the ground truth's end-cut voids (:func:`resrecover.evaluate.pores.read_edge_cut`).
 
     Returns
     -------
@@ -67,8 +71,9 @@ def score_volume(
     voxel_size_um = float(config["voxel_size_um"])
     foam, metric_mask = evaluation_masks(config, volume.shape)
     metrics = image_metrics(volume, reference, ev["data_range"], ev["ssim_window_px"], metric_mask)
-    labels = segment_pores(volume, foam, voxel_size_um, denoise=denoise, **segmentation_settings(config))
-    matching = match_pores(labels, gt_labels)
+    labels, edge_cut = segment_pores(volume, foam, voxel_size_um, denoise=denoise, return_edge_cut=True,
+                                     **segmentation_settings(config))
+    matching = match_pores(labels, gt_labels, edge_cut=edge_cut, gt_edge_cut=gt_edge_cut)
     summary = pores_summary(pore_table(labels, voxel_size_um), labels, foam, gt_table, porosity(gt_labels, foam), matching)
     return {**metrics, **summary}
 
@@ -86,11 +91,11 @@ class ValidationSet:
     pores: str | Path
 
     def load(self):
-        """(LRES volume, its attributes, ground truth, GT labels, GT pore table)."""
+        """(LRES volume, its attributes, ground truth, GT labels, GT end-cut voids, GT pore table)."""
         volume, attrs = read_volume(self.lres)
         reference, _ = read_volume(self.ground_truth)
         gt_labels, _ = read_labels(self.labels)
-        return volume, attrs, reference, gt_labels, pd.read_csv(self.pores)
+        return volume, attrs, reference, gt_labels, read_edge_cut(self.labels), pd.read_csv(self.pores)
 
 
 def validation_set(inputs) -> ValidationSet:
@@ -203,7 +208,7 @@ def learning_curve(
         seed = training_seed(config["seed"], method, sigma_um)
     block = training_settings(config, method, sigma_um)
     snapshots = sorted(set(snapshots or default_snapshots(int(block["iterations"]))))
-    volume, _, reference, gt_labels, gt_table = validation.load()
+    volume, _, reference, gt_labels, gt_edge_cut, gt_table = validation.load()
     rows = []
     started = time.perf_counter()
     scoring_seconds = 0.0
@@ -214,7 +219,7 @@ def learning_curve(
         settings = {"method": method, "architecture": model.network.architecture()}
         recovered = np.zeros(volume.shape, np.float32)
         recover_source(model, settings, volume, recovered, config["inference"], device, progress=False)
-        scores = score_volume(recovered, reference, gt_labels, gt_table, config)
+        scores = score_volume(recovered, reference, gt_labels, gt_table, config, gt_edge_cut=gt_edge_cut)
         scoring_seconds += time.perf_counter() - t0
         row = _curve_row(
             method, settings_label, sigma_um, iteration, time.perf_counter() - started - scoring_seconds, scores
@@ -270,7 +275,7 @@ def rl_learning_curve(
     from ..methods.registry import denoise_before_segmentation
     from ..methods.rl import psf_in_voxels, richardson_lucy_3d
 
-    volume, attrs, reference, gt_labels, gt_table = validation.load()
+    volume, attrs, reference, gt_labels, gt_edge_cut, gt_table = validation.load()
     voxel_size_um = float(attrs.get("voxel_size_um", config["voxel_size_um"]))
     sigma_vox, pad_vox = psf_in_voxels(float(sigma_um), float(config["rl"]["pad_um"]), voxel_size_um)
     denoise = denoise_before_segmentation("rl", config)
@@ -279,7 +284,8 @@ def rl_learning_curve(
         t0 = time.perf_counter()
         recovered = richardson_lucy_3d(volume, sigma_vox, iterations, pad_vox=pad_vox, device=device, workers=workers)
         seconds = time.perf_counter() - t0
-        scores = score_volume(recovered, reference, gt_labels, gt_table, config, denoise=denoise)
+        scores = score_volume(recovered, reference, gt_labels, gt_table, config, denoise=denoise,
+                              gt_edge_cut=gt_edge_cut)
         rows.append(_curve_row("rl", CHOSEN, sigma_um, iterations, seconds, scores))
         log.info("rl σ %g, %d iterations: %.1f%% of the pores, SSIM %.3f", sigma_um, iterations,
                  rows[-1]["recovery_pct"], rows[-1]["ssim"])

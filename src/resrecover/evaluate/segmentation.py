@@ -395,7 +395,8 @@ def segment_pores(
     marker_h_um: float | None = None,
     closing_radius_vox: float = 1.0,
     wall_margin_vox: int = 1,
-) -> np.ndarray:
+    return_edge_cut: bool = False,
+):
     """Segment the pores of a foam volume with the study's single automatic recipe.
 
     Parameters
@@ -420,10 +421,14 @@ def segment_pores(
         blur, denoising across the edge), so they dip below the threshold along the wall and
         would form spurious crescent-shaped pores. Voids touching the wall lose that one-voxel
         shell, the same for every volume.
+    return_edge_cut : also return the voxels of the voids the edge kill removed.
 
     Returns
     -------
-    (nz, ny, nx) int32 labels, 1..n_pores consecutive, 0 = not a pore.
+    (nz, ny, nx) int32 labels, 1..n_pores consecutive, 0 = not a pore; with ``return_edge_cut``,
+    ``(labels, edge_cut)``, ``edge_cut`` a boolean (nz, ny, nx) mask of the voids that touch the
+    top or the bottom slice. The matching needs them (:func:`resrecover.evaluate.pores.match_pores`):
+    a void cut by an end in one volume and not in the other is the same void, not a hallucination.
     """
     from skimage.segmentation import relabel_sequential
 
@@ -444,8 +449,10 @@ def segment_pores(
     pores = fill_small_holes(pores, closing_radius_vox)
     labels = split_touching_pores(pores, voxel_size_um, marker_h_um)
     del pores
-    labels = remove_edge_pores(labels, axis=0)
-    labels = remove_small_pores(labels, min_pore_volume_voxels)
+    kept = remove_edge_pores(labels, axis=0)
+    edge_cut = (labels > 0) & (kept == 0) if return_edge_cut else None
+    del labels
+    labels = remove_small_pores(kept, min_pore_volume_voxels)
     labels, _, _ = relabel_sequential(labels)
     n_pores = int(labels.max())
     log.info(
@@ -456,4 +463,5 @@ def segment_pores(
         min_pore_volume_voxels,
         denoise,
     )
-    return labels.astype(np.int32, copy=False)
+    labels = labels.astype(np.int32, copy=False)
+    return (labels, edge_cut) if return_edge_cut else labels

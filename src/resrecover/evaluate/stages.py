@@ -38,6 +38,7 @@ from .pores import (
     pore_table,
     pores_summary,
     porosity,
+    read_edge_cut,
     read_labels,
     size_histogram,
     write_labels,
@@ -67,7 +68,7 @@ def _keyed(df: pd.DataFrame, method: str, realization: str, sigma_um: float) -> 
 
 def _write_pore_outputs(
     paths, labels, voxel_size_um: float, table: pd.DataFrame, summary: dict, config: dict, source,
-    method: str, realization: str, key_sigma_um: float, **label_attrs,
+    method: str, realization: str, key_sigma_um: float, edge_cut=None, **label_attrs,
 ) -> None:
     """Write a volume's labels, pore table and pores-summary row (``paths``: in this order).
 
@@ -76,7 +77,7 @@ def _write_pore_outputs(
     """
     labels_path, pores_path, summary_path = paths
     write_labels(
-        labels_path, labels, voxel_size_um, method=method, realization=realization, **label_attrs,
+        labels_path, labels, voxel_size_um, edge_cut=edge_cut, method=method, realization=realization, **label_attrs,
         config_hash=config_hash(config), source=str(source),
     )
     atomic_write_csv(_keyed(table, method, realization, key_sigma_um), pores_path)
@@ -123,7 +124,8 @@ def segment_ground_truth(
     volume, attrs = read_volume(ground_truth_path)
     voxel_size_um = _voxel_size(attrs, config, ground_truth_path)
     mask = config_foam_mask(config, volume.shape)
-    labels = segment_pores(volume, mask, voxel_size_um, denoise=False, **segmentation_settings(config))
+    labels, edge_cut = segment_pores(volume, mask, voxel_size_um, denoise=False, return_edge_cut=True,
+                                     **segmentation_settings(config))
     del volume
     table = pore_table(labels, voxel_size_um)
     summary = pores_summary(table, labels, mask, table, porosity(labels, mask), matching=None)
@@ -132,7 +134,7 @@ def segment_ground_truth(
     table["diameter_error_um"] = 0.0
     _write_pore_outputs(
         (labels_path, pores_path, summary_path), labels, voxel_size_um, table, summary, config, ground_truth_path,
-        GROUND_TRUTH, realization, np.nan,
+        GROUND_TRUTH, realization, np.nan, edge_cut=edge_cut,
     )
     log.info(
         "ground truth %s: %d pores, porosity %.4f, sphericity %.3f ± %.3f (%.1f s)",
@@ -215,7 +217,8 @@ def evaluate_volume(
     del reference
     t2 = time.perf_counter()
 
-    labels = segment_pores(volume, foam, voxel_size_um, denoise=bool(denoise), **segmentation_settings(config))
+    labels, edge_cut = segment_pores(volume, foam, voxel_size_um, denoise=bool(denoise), return_edge_cut=True,
+                                     **segmentation_settings(config))
     del volume
     gt_labels, _ = read_labels(ground_truth_labels_path)
     if gt_labels.shape != labels.shape:
@@ -228,12 +231,12 @@ def evaluate_volume(
             f"{ground_truth_pores_path}: columns {list(gt_table.columns)}; expected a pore table with label, diameter_um"
         )
     table = pore_table(labels, voxel_size_um)
-    matching = match_pores(labels, gt_labels)
+    matching = match_pores(labels, gt_labels, edge_cut=edge_cut, gt_edge_cut=read_edge_cut(ground_truth_labels_path))
     summary = pores_summary(table, labels, foam, gt_table, porosity(gt_labels, foam), matching)
     table = annotate_matches(table, matching, gt_table)
     _write_pore_outputs(
         (labels_path, pores_path, pores_summary_path), labels, voxel_size_um, table, summary, config, volume_path,
-        method, realization, float(sigma_um), sigma_um=float(sigma_um), denoise=bool(denoise),
+        method, realization, float(sigma_um), edge_cut=edge_cut, sigma_um=float(sigma_um), denoise=bool(denoise),
     )
     t3 = time.perf_counter()
     rel = matching.pairs["diameter_rel_error"]

@@ -44,7 +44,7 @@ from .score import (
     save_trust_model,
     spurious_labels,
 )
-from .validate import roc_auc, spearman_map_correlation
+from .validate import labelled_pores, roc_auc, spearman_map_correlation
 
 __all__ = [
     "FEATURE_COLUMNS",
@@ -67,6 +67,7 @@ __all__ = [
     "flag_spurious",
     "gaussian_blur",
     "haar_finest_band",
+    "labelled_pores",
     "load_trust_model",
     "noise_correlation_factor",
     "noise_level_map",

@@ -7,6 +7,8 @@ from ..methods.registry import NETWORKS
 from .ensemble import ensemble_method
 
 REALIZATIONS = ("train", "alternate")
+#: realizations with ground truth the classifier may be fitted on, in order (never ``alternate``)
+FIT_REALIZATIONS = ("train", "validation")
 
 
 def _sigma_subset(block: dict, key: str, levels: list[str], where: str) -> list[str]:
@@ -84,20 +86,21 @@ def trust_plan(config: dict) -> dict:
     evaluate = set(ensemble_sigmas) == set(lres) and bool(networks)
     classifier = bool(block["classifier"]["enabled"]) and bool(methods)
     # the classifier's fitting realizations need trust maps and per-pore features of their own
-    fit = list(block["classifier"]["fit_realizations"]) if classifier else []
+    fit = [r for r in FIT_REALIZATIONS if r in block["classifier"]["fit_realizations"]] if classifier else []
+    mapped = [r for r in REALIZATIONS if r in block["realizations"] or r in fit] + [r for r in fit if r not in REALIZATIONS]
     plan.update(
         methods=methods,
         networks=networks,
         ensemble_methods=[ensemble_method(n) for n in networks] if ensemble_sigmas else [],
         sigmas=[s for s in lres if s in sigmas],
         ensemble_sigmas=[s for s in lres if s in ensemble_sigmas] if networks else [],
-        realizations=[r for r in REALIZATIONS if r in block["realizations"] or r in fit],
+        realizations=mapped,
         member_realizations=(
-            list(REALIZATIONS) if evaluate else [r for r in REALIZATIONS if r in block["realizations"] or r in fit]
+            list(dict.fromkeys([*REALIZATIONS, *mapped])) if evaluate else mapped
         ),
         evaluate_ensembles=evaluate,
         classifier=classifier,
-        fit_realizations=[r for r in REALIZATIONS if r in fit],
+        fit_realizations=fit,
         flag_realizations=[r for r in REALIZATIONS if r in block["realizations"] and r not in fit],
     )
     return plan

@@ -38,7 +38,7 @@ from .score import (
     save_trust_model,
     spurious_labels,
 )
-from .validate import _row, roc_auc
+from .validate import _row, labelled_pores, roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _read_tables(paths, what: str) -> list[pd.DataFrame]:
                 raise TrustError(f"{path}: no column '{column}'; expected a per-pore trust table ({what})")
         if (table["realization"] == REPORTING_REALIZATION).any():
             raise TrustError(f"{path}: pores of '{REPORTING_REALIZATION}'; expected none ({what}: alternate only reports)")
-        tables.append(table)
+        tables.append(labelled_pores(table))  # a pore cut by an end of the truth is neither kind
     return tables
 
 
@@ -187,6 +187,7 @@ def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], model: T
     """
     block = config["trust"]["classifier"]
     n_boot = int(block["bootstrap"])
+    scored = labelled_pores(scored)
     y = spurious_labels(scored)
     n = len(scored)
     if y.sum() == 0 or y.all():
@@ -256,6 +257,7 @@ def roc_band(score, y, n_boot: int, seed: int = 0, level: float = 0.95) -> pd.Da
 def classifier_curves(scored: pd.DataFrame, config: dict, method: str, sigma_um: float):
     """(ROC rows, reliability rows) of one scored volume for results/tables/trust_roc.csv and
     trust_reliability.csv (columns :data:`ROC_COLUMNS`, :data:`RELIABILITY_COLUMNS`)."""
+    scored = labelled_pores(scored)
     y = spurious_labels(scored)
     if y.sum() == 0 or y.all():
         return pd.DataFrame(columns=ROC_COLUMNS), pd.DataFrame(columns=RELIABILITY_COLUMNS)

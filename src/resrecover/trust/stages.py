@@ -186,11 +186,11 @@ def pore_trust_from_files(
                     "calibrated (column 'calibrated' False)", output_path)
     atomic_write_csv(out, output_path)
     if "matched_gt_label" in out.columns and len(out):
-        spurious = out["matched_gt_label"] == 0
+        spurious, matched = (out["matched_gt_label"] == 0).to_numpy(), (out["matched_gt_label"] > 0).to_numpy()
         log.info(
-            "%s: %d pores (%d spurious); median trust matched %.3f, spurious %.3f",
-            output_path, len(out), int(spurious.sum()),
-            float(out.loc[~spurious, "trust"].median()) if (~spurious).any() else float("nan"),
+            "%s: %d pores (%d spurious, %d cut by an end of the ground truth); median trust matched %.3f, "
+            "spurious %.3f", output_path, len(out), int(spurious.sum()), int(len(out) - spurious.sum() - matched.sum()),
+            float(out.loc[matched, "trust"].median()) if matched.any() else float("nan"),
             float(out.loc[spurious, "trust"].median()) if spurious.any() else float("nan"),
         )
     return out

@@ -20,7 +20,7 @@ from ..io import atomic_write_csv
 from .conformal import fdr_and_power
 from .maps import TrustError
 from .score import roc_auc_bootstrap, spurious_labels
-from .validate import roc_auc
+from .validate import labelled_pores, roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ def transfer_row(scored: pd.DataFrame, summary: pd.Series, config: dict, method:
     """
     block = config["trust"]["classifier"]
     n_boot = int(block["bootstrap"])
+    scored = labelled_pores(scored)  # a pore cut by an end of the ground truth is neither kind
     y = spurious_labels(scored)
     nan = float("nan")
     n_gt = int(summary["n_matched"]) + int(summary["n_missed"])

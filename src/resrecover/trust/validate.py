@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..evaluate.pores import CUT_BY_ENDS
 from .maps import TrustError
 
 #: columns of results/tables/trust_validation.csv
@@ -100,8 +101,18 @@ def size_stratified_auc(scores, positive, diameters, n_strata: int = 4) -> float
     return total / weight if weight > 0 else float("nan")
 
 
+def labelled_pores(pore_df: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose label (matched or spurious) is known: all but the pores cut by an end of the
+    ground truth (``matched_gt_label`` = :data:`resrecover.evaluate.pores.CUT_BY_ENDS`), which are neither."""
+    if "matched_gt_label" not in pore_df.columns:
+        raise TrustError(f"pore table: columns {list(pore_df.columns)}; expected a 'matched_gt_label' column")
+    matched = pd.to_numeric(pore_df["matched_gt_label"], errors="coerce")
+    return pore_df[~(matched == CUT_BY_ENDS)]
+
+
 def pore_auc_rows(table: pd.DataFrame, method: str, realization: str, sigma_um: float) -> list[dict]:
-    """ROC AUC rows of one per-pore trust table: spurious (``matched_gt_label == 0``) vs matched.
+    """ROC AUC rows of one per-pore trust table: spurious (``matched_gt_label == 0``) vs matched
+    (the pores cut by an end of the ground truth, neither, are left out: :func:`labelled_pores`).
 
     Scores are oriented so that a high score means "suspect": the residual, disagreement and (where
     the table has it) test-time-augmentation variance means as they are, and 1 − trust. A baseline that needs no map, the pore's smallness (map
@@ -111,6 +122,7 @@ def pore_auc_rows(table: pd.DataFrame, method: str, realization: str, sigma_um: 
     for column in ("matched_gt_label", "residual_mean", "disagreement_mean", "trust"):
         if column not in table.columns:
             raise TrustError(f"per-pore trust table of {method}/{realization}/σ {sigma_um:g}: no column '{column}'")
+    table = labelled_pores(table)
     spurious = table["matched_gt_label"].to_numpy() == 0
     rows = []
     scores = [
