@@ -117,6 +117,8 @@ def results(tmp_path_factory, config):
                 60,
                 0,
                 0,
+                0,
+                0,
             ]
         )
         counts, _ = np.histogram(gt_pores.diameter_um, bins)
@@ -170,6 +172,8 @@ def results(tmp_path_factory, config):
                         n_matched,
                         60 - n_matched,
                         len(pores) - n_matched,
+                        0,
+                        0,
                     ]
                 )
                 counts, _ = np.histogram(pores.diameter_um, bins)

@@ -216,11 +216,14 @@ def test_a_void_cut_by_an_end_in_the_truth_only_is_neither_spurious_nor_matched(
     table = annotate_matches(pore_table(labels, 1.0), m, pore_table(gt_labels, 1.0))
     assert sorted(table["matched_gt_label"].tolist()) == [CUT_BY_ENDS, 0, 1]
     summary = pores_summary(table, labels, mask, pore_table(gt_labels, 1.0), 0.1, m)
-    assert (summary["n_spurious"], summary["n_cut_by_ends"]) == (1, 1)
+    assert (summary["n_spurious"], summary["n_cut_by_ends"], summary["n_gt_cut_by_ends"]) == (1, 1, 0)
+    assert summary["n_matched"] + summary["n_spurious"] + summary["n_cut_by_ends"] == summary["n_pores"] == 3
 
     # the other way round, a truth void the recovery's edge kill removed is not missed
     m = match_pores(gt_labels * 0, gt_labels, edge_cut=gt_labels > 0, gt_edge_cut=None)
     assert m.n_missed == 0 and m.gt_cut.tolist() == [1]
+    summary = pores_summary(pore_table(gt_labels * 0, 1.0), gt_labels * 0, mask, pore_table(gt_labels, 1.0), 0.1, m)
+    assert summary["n_matched"] + summary["n_missed"] + summary["n_gt_cut_by_ends"] == gt_labels.max() == 1
 
     # the mask travels with the labels file
     write_labels(tmp_path / "gt.h5", gt_labels, 1.0, edge_cut=gt_cut)

@@ -46,6 +46,7 @@ SUMMARY_KEYS = [
     "n_missed",
     "n_spurious",
     "n_cut_by_ends",
+    "n_gt_cut_by_ends",
 ]
 
 #: ``matched_gt_label`` of a recovered pore that is neither matched nor spurious: its void is one the
@@ -397,8 +398,11 @@ def pores_summary(
 
     ``recovery_pct`` is the paper's definition, 100 × (pores found) / (ground-truth pores): a count
     ratio that a mix of lost and hallucinated pores can keep near 100%, which is why the one-to-one
-    matching is reported beside it (``n_matched``, ``n_missed``, ``n_spurious``, and ``n_cut_by_ends``:
-    unmatched pores whose void the ground truth's edge kill removed, see :func:`match_pores`).
+    matching is reported beside it (``n_matched``, ``n_missed``, ``n_spurious``; ``n_cut_by_ends``:
+    unmatched recovered pores whose void the ground truth's edge kill removed, ``n_gt_cut_by_ends``:
+    unmatched ground-truth pores whose void the recovery's edge kill removed, see :func:`match_pores`).
+    So n_matched + n_spurious + n_cut_by_ends = n_pores, and n_matched + n_missed + n_gt_cut_by_ends
+    = the ground truth's count.
     ``porosity_error_pct`` = 100 × (porosity − gt_porosity) / gt_porosity. ``sphericity_std`` is the
     sample standard deviation. With ``matching`` None (the ground truth against itself) every pore
     counts as matched.
@@ -408,10 +412,10 @@ def pores_summary(
     phi = porosity(labels, foam_mask)
     sph = pore_df["sphericity"].astype(float)
     if matching is None:
-        n_matched, n_missed, n_spurious, n_cut = n_pores, 0, 0, 0
+        n_matched, n_missed, n_spurious, n_cut, n_gt_cut = n_pores, 0, 0, 0, 0
     else:
         n_matched, n_missed, n_spurious = matching.n_matched, matching.n_missed, matching.n_spurious
-        n_cut = matching.n_cut
+        n_cut, n_gt_cut = matching.n_cut, int(matching.gt_cut.size)
     return {
         "n_pores": n_pores,
         "recovery_pct": 100.0 * n_pores / n_gt if n_gt else float("nan"),
@@ -423,6 +427,7 @@ def pores_summary(
         "n_missed": int(n_missed),
         "n_spurious": int(n_spurious),
         "n_cut_by_ends": int(n_cut),
+        "n_gt_cut_by_ends": int(n_gt_cut),
     }
 
 
