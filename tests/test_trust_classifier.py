@@ -272,8 +272,9 @@ def test_pores_cut_by_an_end_of_the_truth_are_neither_fitted_nor_scored(tmp_path
     scored = flag_pores_from_files(tmp_path / "cut.csv", tmp_path / "cut.json", tmp_path / "cut.csv",
                                    tmp_path / "flags.csv", config)
     assert len(scored) == len(cut)  # every pore is still scored and may be flagged
-    rows_cut = pd.DataFrame(classifier_rows(scored, [clean], b, config, "deepnet", "train", 9.0))
+    rows_cut = pd.DataFrame(classifier_rows(scored, [cut], b, config, "deepnet", "train", 9.0))
     assert set(rows_cut["n"][rows_cut["quantity"] == "expected_calibration_error"]) == {len(clean) - 40}
+    assert (rows_cut["quantity"] == "roc_auc_drop_one").sum() == len(b.features)  # refitted on the labelled rows
     with pytest.raises(TrustError, match="cut by an end of the ground truth"):
         spurious_labels(cut)
 

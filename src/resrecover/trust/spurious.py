@@ -188,6 +188,7 @@ def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], model: T
     block = config["trust"]["classifier"]
     n_boot = int(block["bootstrap"])
     scored = labelled_pores(scored)
+    training = [labelled_pores(t) for t in training]
     y = spurious_labels(scored)
     n = len(scored)
     if y.sum() == 0 or y.all():
