@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .carving import PhantomError, VoidShape, carve_voids
-from .foam import foam_zrange, place_config_voids, voxel_porosity
+from .foam import half_height_um, place_config_voids, read_void_table, voxel_porosity, write_void_phantom
 
 log = logging.getLogger(__name__)
 
@@ -251,50 +251,27 @@ def void_aspect_ratios(volume: np.ndarray, voxel_size_um: float, cylinder_radius
 
 def write_ellipsoid_phantom(
     path: str | Path, volume: np.ndarray, table_um: np.ndarray, config: dict, seed: int
-) -> None:
+) -> float:
     """Store the phantom as HDF5 (docs/results.md#phantoms): dataset ``volume``, dataset ``ellipsoids``
     (n, 15) in µm (:data:`ELLIPSOIDS_COLUMNS`).
 
     Attributes as the foam's (``voxel_size_um``, ``seed``, ``phantom``, ``config_hash``, ``n_voids``,
     ``zrange``, ``analytic_porosity``, software versions), plus ``structure`` = ``ellipsoids``,
-    ``transfer`` (the config's ``transfer:`` block as JSON) and ``ellipsoids_columns``.
+    ``transfer`` (the config's ``transfer:`` block as JSON) and ``ellipsoids_columns``
+    (:func:`.foam.write_void_phantom`). Returns the analytic porosity it stored.
     """
-    from ..config import config_hash
-    from ..io import write_volume
-
     table_um = np.asarray(table_um, dtype=np.float64).reshape(-1, 15)
-    half_height_um = config["volume_shape"][0] * config["voxel_size_um"] / 2.0
-    write_volume(
-        path,
-        volume,
-        config["voxel_size_um"],
-        datasets={"ellipsoids": table_um},
-        seed=int(seed),
-        structure="ellipsoids",
-        phantom=json.dumps(config["phantom"], sort_keys=True),
-        transfer=json.dumps(config["transfer"], sort_keys=True),
-        ellipsoids_columns=ELLIPSOIDS_COLUMNS,
-        config_hash=config_hash(config),
-        n_voids=int(len(table_um)),
-        zrange=foam_zrange(config),
-        analytic_porosity=ellipsoid_porosity(table_um, config["phantom"]["cylinder_radius_um"], half_height_um),
+    porosity = ellipsoid_porosity(table_um, config["phantom"]["cylinder_radius_um"], half_height_um(config))
+    write_void_phantom(
+        path, volume, "ellipsoids", table_um, porosity, config, seed, structure="ellipsoids",
+        transfer=json.dumps(config["transfer"], sort_keys=True), ellipsoids_columns=ELLIPSOIDS_COLUMNS,
     )
+    return porosity
 
 
 def read_ellipsoids(path: str | Path) -> np.ndarray:
     """The (n, 15) float64 ellipsoid table stored with an ellipsoidal-void phantom."""
-    from ..io import InputError
-    from ..io.volume import open_hdf5_file
-
-    with open_hdf5_file(path, "phantom") as fh:
-        if "ellipsoids" not in fh:
-            raise InputError(f"{path}: no dataset 'ellipsoids'; expected a phantom written by write_ellipsoid_phantom")
-        table = np.asarray(fh["ellipsoids"][...], dtype=np.float64)
-    if table.ndim != 2 or table.shape[1] != 15:
-        raise InputError(
-            f"{path}: dataset 'ellipsoids' has shape {table.shape}; expected (n, 15) ({ELLIPSOIDS_COLUMNS})"
-        )
-    return table
+    return read_void_table(path, "ellipsoids", 15, ELLIPSOIDS_COLUMNS, "write_ellipsoid_phantom")
 
 
 def make_ellipsoid_phantom(path: str | Path, config: dict, seed: int) -> dict:
@@ -307,13 +284,11 @@ def make_ellipsoid_phantom(path: str | Path, config: dict, seed: int) -> dict:
     """
     t0 = time.perf_counter()
     volume, table_um = generate_ellipsoids(config, seed)
-    write_ellipsoid_phantom(path, volume, table_um, config, seed)
-    ph = config["phantom"]
-    half_height_um = config["volume_shape"][0] * config["voxel_size_um"] / 2.0
-    measured = void_aspect_ratios(volume, config["voxel_size_um"], ph["cylinder_radius_um"])
+    porosity = write_ellipsoid_phantom(path, volume, table_um, config, seed)
+    measured = void_aspect_ratios(volume, config["voxel_size_um"], config["phantom"]["cylinder_radius_um"])
     summary = {
         "n_voids": int(len(table_um)),
-        "analytic_porosity": ellipsoid_porosity(table_um, ph["cylinder_radius_um"], half_height_um),
+        "analytic_porosity": porosity,
         "voxel_porosity": voxel_porosity(volume, config),
         "aspect_ratio_quartiles": [float(q) for q in np.percentile(aspect_ratios(table_um), [0, 25, 50, 75, 100])],
         "measured_aspect_ratio_median": float(np.median(measured)) if measured.size else float("nan"),

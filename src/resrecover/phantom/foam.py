@@ -420,50 +420,71 @@ def generate_foam(config: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return volume, spheres_um
 
 
-def write_phantom(path: str | Path, volume: np.ndarray, spheres_um: np.ndarray, config: dict, seed: int) -> None:
-    """Store a phantom as HDF5 (docs/results.md#phantoms): dataset ``volume``, dataset ``spheres`` (n, 4) in µm.
+def half_height_um(config: dict) -> float:
+    """Half the volume's z extent (µm): the slab ``|z| ≤`` it is what the analytic porosity covers."""
+    return config["volume_shape"][0] * config["voxel_size_um"] / 2.0
 
-    Attributes: ``voxel_size_um``, ``seed``, ``phantom`` (the phantom parameters as JSON),
-    ``spheres_columns``, ``config_hash``, ``n_voids``, ``zrange`` (cylinder radii),
-    ``analytic_porosity`` (exact void fraction of the cylinder within the volume's z extent) and the
+
+def write_void_phantom(path: str | Path, volume: np.ndarray, table_name: str, table_um: np.ndarray,
+                       porosity: float, config: dict, seed: int, **attrs) -> None:
+    """Store a phantom and its void table as HDF5 (docs/results.md#phantoms), for every void family.
+
+    Datasets ``volume`` and ``table_name`` (the table in µm). Attributes: ``voxel_size_um``,
+    ``seed``, ``phantom`` (the phantom parameters as JSON), ``attrs`` (the family's own, e.g. its
+    columns), ``config_hash``, ``n_voids``, ``zrange`` (cylinder radii), ``analytic_porosity``
+    (``porosity``: the exact void fraction of the cylinder within the volume's z extent) and the
     software versions.
     """
     from ..config import config_hash
     from ..io import write_volume
 
-    spheres_um = np.asarray(spheres_um, dtype=np.float64).reshape(-1, 4)
-    half_height_um = config["volume_shape"][0] * config["voxel_size_um"] / 2.0
     write_volume(
         path,
         volume,
         config["voxel_size_um"],
-        datasets={"spheres": spheres_um},
+        datasets={table_name: table_um},
         seed=int(seed),
         phantom=json.dumps(config["phantom"], sort_keys=True),
-        spheres_columns=SPHERES_COLUMNS,
+        **attrs,
         config_hash=config_hash(config),
-        n_voids=int(len(spheres_um)),
+        n_voids=int(len(table_um)),
         zrange=foam_zrange(config),
-        analytic_porosity=analytic_porosity(spheres_um, config["phantom"]["cylinder_radius_um"], half_height_um),
+        analytic_porosity=float(porosity),
     )
 
 
-def read_spheres(path: str | Path) -> np.ndarray:
-    """The (n, 4) float64 sphere table (x_um, y_um, z_um, radius_um) stored with a phantom."""
+def read_void_table(path: str | Path, table_name: str, n_columns: int, columns: str, writer: str) -> np.ndarray:
+    """The (n, ``n_columns``) float64 void table ``table_name`` stored with a phantom by ``writer``."""
     from ..io import InputError
     from ..io.volume import open_hdf5_file
 
     path = Path(path)
     try:
-        with open_hdf5_file(path) as fh:
-            if "spheres" not in fh:
-                raise InputError(f"{path}: no dataset 'spheres'; expected a phantom written by write_phantom")
-            spheres = np.asarray(fh["spheres"][...], dtype=np.float64)
+        with open_hdf5_file(path, "phantom") as fh:
+            if table_name not in fh:
+                raise InputError(f"{path}: no dataset '{table_name}'; expected a phantom written by {writer}")
+            table = np.asarray(fh[table_name][...], dtype=np.float64)
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
-    if spheres.ndim != 2 or spheres.shape[1] != 4:
-        raise InputError(f"{path}: dataset 'spheres' has shape {spheres.shape}; expected (n, 4) ({SPHERES_COLUMNS})")
-    return spheres
+    if table.ndim != 2 or table.shape[1] != n_columns:
+        raise InputError(
+            f"{path}: dataset '{table_name}' has shape {table.shape}; expected (n, {n_columns}) ({columns})"
+        )
+    return table
+
+
+def write_phantom(path: str | Path, volume: np.ndarray, spheres_um: np.ndarray, config: dict, seed: int) -> float:
+    """Store a foam phantom (:func:`write_void_phantom`): dataset ``spheres`` (n, 4) in µm, attribute
+    ``spheres_columns``. Returns the analytic porosity it stored."""
+    spheres_um = np.asarray(spheres_um, dtype=np.float64).reshape(-1, 4)
+    porosity = analytic_porosity(spheres_um, config["phantom"]["cylinder_radius_um"], half_height_um(config))
+    write_void_phantom(path, volume, "spheres", spheres_um, porosity, config, seed, spheres_columns=SPHERES_COLUMNS)
+    return porosity
+
+
+def read_spheres(path: str | Path) -> np.ndarray:
+    """The (n, 4) float64 sphere table (x_um, y_um, z_um, radius_um) stored with a phantom."""
+    return read_void_table(path, "spheres", 4, SPHERES_COLUMNS, "write_phantom")
 
 
 def make_phantom(path: str | Path, config: dict, seed: int) -> dict:
@@ -475,12 +496,10 @@ def make_phantom(path: str | Path, config: dict, seed: int) -> dict:
     """
     t0 = time.perf_counter()
     volume, spheres_um = generate_foam(config, seed)
-    write_phantom(path, volume, spheres_um, config, seed)
-    ph = config["phantom"]
-    half_height_um = config["volume_shape"][0] * config["voxel_size_um"] / 2.0
+    porosity = write_phantom(path, volume, spheres_um, config, seed)
     summary = {
         "n_voids": int(len(spheres_um)),
-        "analytic_porosity": analytic_porosity(spheres_um, ph["cylinder_radius_um"], half_height_um),
+        "analytic_porosity": porosity,
         "voxel_porosity": voxel_porosity(volume, config),
         "diameter_quartiles_um": [float(q) for q in np.percentile(2.0 * spheres_um[:, 3], [0, 25, 50, 75, 100])],
         "seconds": time.perf_counter() - t0,
