@@ -119,6 +119,7 @@ def results(tmp_path_factory, config):
                 0,
                 0,
                 0,
+                0,
             ]
         )
         counts, _ = np.histogram(gt_pores.diameter_um, bins)
@@ -172,6 +173,7 @@ def results(tmp_path_factory, config):
                         n_matched,
                         60 - n_matched,
                         len(pores) - n_matched,
+                        0,
                         0,
                         0,
                     ]

@@ -21,6 +21,7 @@ from resrecover.ownscan.pore_flags import (
     apply_pair_model,
     assign_roles,
     fit_pair_model,
+    overlap_labels,
     pair_flag_pores_from_files,
     segment_pair_pores,
 )
@@ -169,3 +170,15 @@ def test_the_recovery_drops_pores_cut_by_its_faces_and_the_overlap_keeps_them():
     volume[0:4, 16:21, 16:21] = 0  # cut by the first slice
     assert segment_pair_pores(volume, 1.0, CONFIG).max() == 1
     assert segment_pair_pores(volume, 1.0, CONFIG, keep_cut_pores=True).max() == 3
+
+
+def test_a_pore_recovered_too_small_in_the_overlap_is_labelled_real():
+    """The overlap labels come from the study's matching: a recovered pore wholly inside a larger
+    high-res pore (IoU 1/8) is that real pore at the wrong size, so it gets its partner's label, not 0."""
+    high = np.zeros((20, 20, 20), np.int32)
+    high[2:10, 2:10, 2:10] = 1
+    labels = np.zeros((24, 24, 24), np.int32)  # the recovery's grid, the overlap at an offset of 2
+    labels[6:10, 6:10, 6:10] = 1  # inside high-res pore 1, an eighth of its volume
+    labels[16:20, 16:20, 16:20] = 2  # solid in the high-res scan
+    table = overlap_labels(labels, high, (slice(2, 22),) * 3)
+    assert table["matched_high_res_label"].tolist() == [1.0, 0.0]

@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 from resrecover import ResrecoverError
 from resrecover.evaluate.pores import (
     CUT_BY_ENDS,
+    MIS_SIZED,
     PORE_COLUMNS,
     annotate_matches,
     match_pores,
@@ -302,9 +303,53 @@ def test_matching_is_one_to_one_for_merged_pores():
     m = match_pores(merged, gt, min_iou=0.3)
     assert m.n_matched == 1 and m.n_missed == 1 and m.n_spurious == 0
     assert m.pairs["gt_label"].iloc[0] == 2  # the larger overlap wins
-    # IoU 8/15 with min_iou 0.6 matches nothing
+    # IoU 8/15 with min_iou 0.6 matches nothing; the merged pore still holds the larger real pore
+    # whole, so the two are one real pore at the wrong size, and the other real pore is missed
     m = match_pores(merged, gt, min_iou=0.6)
-    assert (m.n_matched, m.n_missed, m.n_spurious) == (0, 2, 1)
+    assert (m.n_matched, m.n_missed, m.n_spurious, m.n_mis_sized) == (0, 1, 0, 1)
+    assert m.mis_sized[["label", "gt_label"]].values.tolist() == [[1, 2]]
+
+
+def test_a_real_pore_recovered_too_small_is_neither_spurious_nor_missed():
+    """IoU punishes size as much as position: a real pore recovered at an eighth of its volume, wholly
+    inside itself, has IoU 1/8. It is a real pore at the wrong size, not a hallucination beside a
+    miss. A void in solid material and a fragment inside a matched pore (a wall that is not there)
+    stay spurious; a same-size pore shifted off its partner does not become mis-sized."""
+    gt = np.zeros((20, 20, 60), np.int32)
+    gt[2:10, 2:10, 2:10] = 1  # recovered at an eighth of its volume
+    gt[2:10, 2:10, 20:30] = 2  # matched, with a spurious fragment beside it
+    gt[12:16, 12:16, 40:44] = 3  # recovered shifted by its own width: missed
+    labels = np.zeros_like(gt)
+    labels[4:8, 4:8, 4:8] = 1  # 64 voxels inside the 512 of real pore 1
+    labels[2:10, 2:10, 20:27] = 2
+    labels[4:6, 4:6, 28:30] = 3  # fragment: a wall invented inside real pore 2
+    labels[12:16, 12:16, 44:48] = 4  # touches nothing of real pore 3
+    labels[12:16, 2:6, 50:54] = 5  # solid material in the truth
+    m = match_pores(labels, gt)
+    assert m.pairs[["label", "gt_label"]].values.tolist() == [[2, 2]]
+    assert m.mis_sized[["label", "gt_label"]].values.tolist() == [[1, 1]]
+    assert m.mis_sized["iou"].iloc[0] == pytest.approx(64 / 512)
+    assert m.spurious.tolist() == [3, 4, 5] and m.missed.tolist() == [3]
+    assert m.gt_label_of([1, 2, 3]).tolist() == [MIS_SIZED, 2, 0]
+    table = annotate_matches(pore_table(labels, 1.0), m, pore_table(gt, 1.0))
+    assert table["matched_gt_label"].tolist() == [MIS_SIZED, 2, 0, 0, 0]
+    assert np.isnan(table["diameter_error_um"].iloc[0])  # a size error is not a matched pore's error
+    mask = np.ones(gt.shape, bool)
+    summary = pores_summary(table, labels, mask, pore_table(gt, 1.0), porosity(gt, mask), m)
+    assert (summary["n_matched"], summary["n_spurious"], summary["n_mis_sized"], summary["n_missed"]) == (1, 3, 1, 1)
+    assert summary["n_matched"] + summary["n_spurious"] + summary["n_cut_by_ends"] + summary["n_mis_sized"] == 5
+    assert summary["n_matched"] + summary["n_missed"] + summary["n_gt_cut_by_ends"] + summary["n_mis_sized"] == 3
+    # one to one: a second small piece inside the same real pore is spurious, not a second real pore
+    labels[4:6, 4:6, 8:10] = 6
+    m = match_pores(labels, gt)
+    assert m.mis_sized["label"].tolist() == [1] and 6 in m.spurious.tolist()
+    # a share just under the rule is not enough: a pore with less than half of itself inside
+    near = np.zeros_like(gt)
+    near[4:8, 4:8, 7:11] = 1  # 3 of its 4 columns inside real pore 1 (48 of 64 voxels) ...
+    assert match_pores(near, gt).n_mis_sized == 1
+    near[:] = 0
+    near[4:8, 4:8, 9:13] = 1  # ... and 1 of 4 (16 of 64)
+    assert match_pores(near, gt).n_mis_sized == 0
 
 
 def test_matching_with_a_shifted_copy():

@@ -74,6 +74,9 @@ def test_spurious_labels_read_nan_empty_and_zero_as_unmatched():
     with pytest.raises(TrustError, match="1 pores with matched_gt_label -1"):
         spurious_labels(cut)
     assert spurious_labels(labelled_pores(cut)).tolist() == [False, True]
+    # -2: a real pore recovered at the wrong size: real, and kept as a label
+    mis_sized = pd.DataFrame({"matched_gt_label": [-2, 0, 4]})
+    assert spurious_labels(labelled_pores(mis_sized)).tolist() == [False, True, False]
 
 
 def test_model_beats_every_single_feature_on_fresh_pores(model):

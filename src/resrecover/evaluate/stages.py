@@ -242,6 +242,7 @@ def evaluate_volume(
     rel = matching.pairs["diameter_rel_error"]
     log.info(
         "%s %s sigma %g: mse %.4g psnr %.2f ssim %.4f | %d pores (%.1f%%), matched %d, missed %d, spurious %d, "
+        "wrong size %d, "
         "matched diameter error %+.1f%% (median |%.1f|%%), porosity error %+.2f%% | metrics %.1f s, "
         "resolution %.1f s, pores %.1f s",
         method,
@@ -255,6 +256,7 @@ def evaluate_volume(
         summary["n_matched"],
         summary["n_missed"],
         summary["n_spurious"],
+        summary["n_mis_sized"],
         100 * rel.mean() if len(rel) else float("nan"),
         100 * rel.abs().median() if len(rel) else float("nan"),
         summary["porosity_error_pct"],

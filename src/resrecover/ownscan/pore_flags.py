@@ -135,7 +135,8 @@ def overlap_labels(labels: np.ndarray, high_labels: np.ndarray, grid_box) -> pd.
 
     The recovery's labels inside ``grid_box`` are matched one to one with ``high_labels`` (the
     high-res voxels of the same box) by :func:`resrecover.evaluate.pores.match_pores`. A pore with at
-    least :data:`OVERLAP_SHARE` of its voxels inside gets its partner's label, or 0 (spurious).
+    least :data:`OVERLAP_SHARE` of its voxels inside gets its partner's label (also where the pair
+    differs only in size: a real pore at the wrong size), or 0 (spurious).
     """
     from ..evaluate.pores import match_pores
 
@@ -147,7 +148,10 @@ def overlap_labels(labels: np.ndarray, high_labels: np.ndarray, grid_box) -> pd.
     inside = np.bincount(crop.ravel(), minlength=n + 1)[1 : n + 1]
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(counts > 0, inside / np.maximum(counts, 1), 0.0)
-    matched = match_pores(crop, high_labels).gt_label_of(ids).astype(np.float64)
+    matching = match_pores(crop, high_labels)
+    partner = dict(zip(matching.pairs["label"], matching.pairs["gt_label"]))
+    partner.update(zip(matching.mis_sized["label"], matching.mis_sized["gt_label"]))
+    matched = np.array([partner.get(int(label), 0) for label in ids], dtype=np.float64)
     matched[share < OVERLAP_SHARE] = np.nan
     return pd.DataFrame({"label": ids, "overlap_share": share, "matched_high_res_label": matched})[counts > 0]
 

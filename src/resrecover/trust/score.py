@@ -24,7 +24,7 @@ import pandas as pd
 from ..io.atomic import atomic_output
 from .features import FEATURE_COLUMNS
 from .maps import TrustError
-from ..evaluate.pores import CUT_BY_ENDS
+from ..evaluate.pores import CUT_BY_ENDS, MIS_SIZED
 from .validate import roc_auc
 
 log = logging.getLogger(__name__)
@@ -37,17 +37,19 @@ _LIST_FIELDS = ("mean", "scale", "coef", "impute")
 def spurious_labels(pore_df: pd.DataFrame) -> np.ndarray:
     """True where a pore matches no ground-truth pore (``matched_gt_label`` NaN, empty or 0).
 
-    A pore cut by an end of the ground truth (:data:`resrecover.evaluate.pores.CUT_BY_ENDS`) has no label: a
-    table holding one is refused, so that it is left out (:func:`~.validate.labelled_pores`) rather
-    than counted as either kind.
+    A real pore recovered at the wrong size (:data:`resrecover.evaluate.pores.MIS_SIZED`) is real,
+    so False. A pore cut by an end of the ground truth (:data:`~resrecover.evaluate.pores.CUT_BY_ENDS`)
+    has no label: a table holding one is refused, so that it is left out
+    (:func:`~.validate.labelled_pores`) rather than counted as either kind.
     """
     if "matched_gt_label" not in pore_df.columns:
         raise TrustError(f"pore table: columns {list(pore_df.columns)}; expected a 'matched_gt_label' column")
     matched = pd.to_numeric(pore_df["matched_gt_label"], errors="coerce").to_numpy(dtype=np.float64)
-    if (matched < 0).any():
-        raise TrustError(f"pore table: {int((matched < 0).sum())} pores with matched_gt_label {CUT_BY_ENDS} (cut by an "
-                         "end of the ground truth); expected labelled pores only (labelled_pores)")
-    return ~(matched > 0)  # NaN compares False, so unmatched NaN/empty rows count as spurious
+    if (matched == CUT_BY_ENDS).any():
+        raise TrustError(f"pore table: {int((matched == CUT_BY_ENDS).sum())} pores with matched_gt_label {CUT_BY_ENDS} "
+                         "(cut by an end of the ground truth); expected labelled pores only (labelled_pores)")
+    # NaN compares False, so unmatched NaN/empty rows count as spurious
+    return ~((matched > 0) | (matched == MIS_SIZED))
 
 
 @dataclass

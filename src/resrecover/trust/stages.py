@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import config_hash
+from ..evaluate.pores import CUT_BY_ENDS, MIS_SIZED
 from ..io import atomic_write_csv, read_volume
 from .maps import TrustError, gaussian_blur, read_trust_maps, residual_map, write_trust_maps
 from .pore_trust import pore_trust_table
@@ -188,8 +189,9 @@ def pore_trust_from_files(
     if "matched_gt_label" in out.columns and len(out):
         spurious, matched = (out["matched_gt_label"] == 0).to_numpy(), (out["matched_gt_label"] > 0).to_numpy()
         log.info(
-            "%s: %d pores (%d spurious, %d cut by an end of the ground truth); median trust matched %.3f, "
-            "spurious %.3f", output_path, len(out), int(spurious.sum()), int(len(out) - spurious.sum() - matched.sum()),
+            "%s: %d pores (%d spurious, %d at the wrong size, %d cut by an end of the ground truth); median trust "
+            "matched %.3f, spurious %.3f", output_path, len(out), int(spurious.sum()),
+            int((out["matched_gt_label"] == MIS_SIZED).sum()), int((out["matched_gt_label"] == CUT_BY_ENDS).sum()),
             float(out.loc[matched, "trust"].median()) if matched.any() else float("nan"),
             float(out.loc[spurious, "trust"].median()) if spurious.any() else float("nan"),
         )

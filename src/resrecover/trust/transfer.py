@@ -49,9 +49,10 @@ def transfer_row(scored: pd.DataFrame, summary: pd.Series, config: dict, method:
 
     ``scored``: its per-pore table as rule ``flag_pores`` writes it (``p_spurious``, ``flagged``;
     without them, the classifier's columns are NaN); ``summary``: its pore summary (the evaluation's
-    ``pores_summary.csv`` row: ``recovery_pct``, ``n_matched``, ``n_missed``, ``n_gt_cut_by_ends``). ``recovery_pct`` is the
-    paper's measure (recovered pores / ground-truth pores, spurious ones included); ``matched_pct`` =
-    100 × matched / ground-truth pores leaves the spurious ones out.
+    ``pores_summary.csv`` row: ``recovery_pct``, ``n_matched``, ``n_missed``, ``n_gt_cut_by_ends``,
+    ``n_mis_sized``). ``recovery_pct`` is the paper's measure (recovered pores / ground-truth pores,
+    spurious ones included); ``matched_pct`` = 100 × matched / ground-truth pores leaves the
+    spurious ones out (and the real pores recovered at the wrong size).
 
     ``auc_*``: ROC AUC of ``p_spurious`` (and of the pore's smallness, −diameter, the map-free
     baseline) for spurious (no ground-truth match) vs matched pores, with a stratified bootstrap
@@ -64,7 +65,7 @@ def transfer_row(scored: pd.DataFrame, summary: pd.Series, config: dict, method:
     scored = labelled_pores(scored)  # a pore cut by an end of the ground truth is neither kind
     y = spurious_labels(scored)
     nan = float("nan")
-    n_gt = int(summary["n_matched"]) + int(summary["n_missed"]) + int(summary.get("n_gt_cut_by_ends", 0))
+    n_gt = sum(int(summary.get(key, 0)) for key in ("n_matched", "n_missed", "n_gt_cut_by_ends", "n_mis_sized"))
     row = {
         "structure": STRUCTURES.get(realization, "foam"),
         "realization": realization,

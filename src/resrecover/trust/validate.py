@@ -102,8 +102,9 @@ def size_stratified_auc(scores, positive, diameters, n_strata: int = 4) -> float
 
 
 def labelled_pores(pore_df: pd.DataFrame) -> pd.DataFrame:
-    """The rows whose label (matched or spurious) is known: all but the pores cut by an end of the
-    ground truth (``matched_gt_label`` = :data:`resrecover.evaluate.pores.CUT_BY_ENDS`), which are neither."""
+    """The rows whose label (real or spurious) is known: all but the pores cut by an end of the
+    ground truth (``matched_gt_label`` = :data:`resrecover.evaluate.pores.CUT_BY_ENDS`), which are
+    neither. Real pores at the wrong size (:data:`~resrecover.evaluate.pores.MIS_SIZED`) stay: they are real."""
     if "matched_gt_label" not in pore_df.columns:
         raise TrustError(f"pore table: columns {list(pore_df.columns)}; expected a 'matched_gt_label' column")
     matched = pd.to_numeric(pore_df["matched_gt_label"], errors="coerce")
@@ -111,8 +112,9 @@ def labelled_pores(pore_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def pore_auc_rows(table: pd.DataFrame, method: str, realization: str, sigma_um: float) -> list[dict]:
-    """ROC AUC rows of one per-pore trust table: spurious (``matched_gt_label == 0``) vs matched
-    (the pores cut by an end of the ground truth, neither, are left out: :func:`labelled_pores`).
+    """ROC AUC rows of one per-pore trust table: spurious (``matched_gt_label == 0``) vs real (matched
+    or at the wrong size; the pores cut by an end of the ground truth, neither, are left out:
+    :func:`labelled_pores`).
 
     Scores are oriented so that a high score means "suspect": the residual, disagreement and (where
     the table has it) test-time-augmentation variance means as they are, and 1 − trust. A baseline that needs no map, the pore's smallness (map
