@@ -24,6 +24,7 @@ from resrecover.trust.spurious import (
     classifier_rows,
     fit_trust_model_from_files,
     flag_pores_from_files,
+    MIN_SPURIOUS_PORES,
 )
 from resrecover.trust.stages import pore_trust_from_files, trust_maps_from_files
 from resrecover.trust.tta import tta_variance_from_files, tta_variance_map, transform_volume
@@ -229,6 +230,35 @@ def test_training_pores_that_are_all_real_give_a_constant_model_and_no_flag(tmp_
                                    tmp_path / "flags.csv", config)
     assert scored["p_spurious"].nunique() == 1 and not scored["flagged"].any()
     assert json.loads((tmp_path / "m.json").read_text())["notes"]
+
+
+def test_too_few_spurious_pores_to_fit_give_a_constant_model_that_reports_no_auc(tmp_path):
+    """Fewer than MIN_SPURIOUS_PORES labelled hallucinations: a model would be noise. The constant one it
+    gets instead ranks nothing, so its AUC and gain are NaN (its ties would read 0.5, a measured
+    chance-level model) and fig10 draws no curve for it; pore size alone is still reported."""
+    config = load_config(CONFIG)
+    config["trust"]["classifier"]["bootstrap"] = 20
+    table = _pore_table("train", 9, spurious_share=0.0)
+    table.loc[: MIN_SPURIOUS_PORES - 2, "matched_gt_label"] = 0  # one spurious pore short of the floor
+    table.to_csv(tmp_path / "train.csv", index=False)
+    fit_trust_model_from_files([tmp_path / "train.csv"], tmp_path / "m.json", config)
+    model = load_trust_model(tmp_path / "m.json")
+    assert any(note.startswith(f"not fitted: {MIN_SPURIOUS_PORES - 1} spurious of 400") for note in model.notes)
+    _pore_table("alternate", 9, seed=5).to_csv(tmp_path / "alt.csv", index=False)
+    scored = flag_pores_from_files(tmp_path / "alt.csv", tmp_path / "m.json", tmp_path / "train.csv",
+                                   tmp_path / "flags.csv", config)
+    rows = pd.DataFrame(classifier_rows(scored, [table], model, config, "deepnet", "alternate", 9.0))
+    value = {(r.quantity, r.map): r.value for r in rows.itertuples()}
+    assert np.isnan(value[("roc_auc_spurious", "p_spurious")]) and np.isnan(value[("roc_auc_gain_over_size", "p_spurious")])
+    assert value[("roc_auc_ci_low", "size_baseline")] > 0.5 and value[("n_flagged", "flagged")] == 0
+    assert not (rows["quantity"] == "roc_auc_drop_one").any()
+    roc, _ = classifier_curves(scored, config, "deepnet", 9.0)
+    assert set(roc["score"]) == {"size_baseline"}
+    # one more spurious pore and it is fitted
+    table.loc[MIN_SPURIOUS_PORES - 1, "matched_gt_label"] = 0
+    table.to_csv(tmp_path / "train.csv", index=False)
+    fit_trust_model_from_files([tmp_path / "train.csv"], tmp_path / "m.json", config)
+    assert not any(note.startswith("not fitted") for note in load_trust_model(tmp_path / "m.json").notes)
 
 
 def test_the_plan_adds_the_fitting_realization_and_never_flags_it():

@@ -37,6 +37,7 @@ import pandas as pd
 
 from ..io import atomic_write_csv, read_volume
 from ..trust.maps import TrustError
+from ..trust.spurious import MIN_SPURIOUS_PORES  # noqa: F401 - the floor is the study's, named here too
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,6 @@ log = logging.getLogger(__name__)
 #: lies inside the overlap (the verdict is then made on its part inside: the two scans' pores are
 #: cut by the overlap's faces alike)
 OVERLAP_SHARE = 0.5
-#: fewest labelled spurious pores a pair's model is fitted on. Below it the penalty cannot be chosen
-#: (each cross-validation half needs spurious pores to score) and the weights would be noise; the
-#: pores are then written without p_spurious. The FDR guarantee does not need a good model (any
-#: score the calibration pores did not shape gives valid conformal p-values): this floor is about
-#: power, and more spurious pores make a better model.
-MIN_SPURIOUS_PORES = 5
 #: fewest real pores held out to calibrate the conformal p-values (the smallest p-value is 1/(n + 1))
 MIN_CALIBRATION_PORES = 20
 #: share of the labelled real pores held out for calibration; the others fit, with every spurious pore

@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 
 #: the realization the classifier reports on and is never fitted or calibrated on
 REPORTING_REALIZATION = "alternate"
+#: fewest labelled spurious pores a model is fitted on (the study's and an own-scan pair's). Below it
+#: the penalty cannot be chosen (each cross-validation fold needs spurious pores to score) and the
+#: weights would be noise; the model is then a constant (:func:`unfitted_model`), which ranks no pore
+#: and flags none. The FDR guarantee does not need a good model (any score the calibration pores did
+#: not shape gives valid conformal p-values): this floor is about power.
+MIN_SPURIOUS_PORES = 5
 #: columns of results/tables/trust_roc.csv
 ROC_COLUMNS = ["method", "sigma_um", "score", "fpr", "tpr", "tpr_low", "tpr_high"]
 #: columns of results/tables/trust_reliability.csv
@@ -82,13 +88,17 @@ def fit_trust_model_from_files(pore_paths, output_path: str | Path, config: dict
         for t, p in zip(tables, pore_paths)
     ]
     labels = np.concatenate([spurious_labels(t) for t in tables]) if tables else np.zeros(0, bool)
-    if labels.size and 0 < labels.sum() < labels.size:
+    if labels.size and MIN_SPURIOUS_PORES <= labels.sum() < labels.size:
         features = list(block["features"])
         l2, cv = choose_l2(tables, features, block["l2_candidates"], default=float(block["l2"]))
         model = fit_trust_model(tables, features=features, training_info=info, l2=l2)
         if cv:
             model.notes.append(f"l2 = {l2:g} chosen by leave-one-table-out cross-validation on the fitting pores "
                                f"(mean held-out ROC AUC by l2: {', '.join(f'{k:g}: {v:.3f}' for k, v in cv.items())})")
+    elif 0 < labels.sum() < labels.size:
+        model = unfitted_model(tables, info, int(labels.sum()), labels.size, note=(
+            f"not fitted: {int(labels.sum())} spurious of {labels.size} training pores; at least {MIN_SPURIOUS_PORES} "
+            "spurious pores are needed to fit on, so every pore gets the training rate and nothing is flagged"))
     else:
         model = unfitted_model(tables, info, int(labels.sum()), labels.size)
     save_trust_model(model, output_path)
@@ -183,7 +193,8 @@ def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], model: T
     ``size_baseline`` (−diameter); ``roc_auc_gain_over_size`` (paired) with its interval;
     ``expected_calibration_error``; ``fdr_setting``, ``fdr_achieved``, ``power``, ``n_flagged``;
     ``roc_auc_drop_one`` (``map`` = one of ``model``'s features, left out of a refit on ``training``
-    with ``model``'s penalty; none without a model or for a constant one).
+    with ``model``'s penalty; none without a model or for a constant one). A constant ``p_spurious``
+    (a model not fitted, :data:`MIN_SPURIOUS_PORES`) ranks nothing: its AUC and gain rows are NaN.
     """
     block = config["trust"]["classifier"]
     n_boot = int(block["bootstrap"])
@@ -195,14 +206,16 @@ def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], model: T
         return [_row(method, realization, sigma_um, "spurious_pores_scored", "p_spurious", float(y.sum()), n)]
     p = scored["p_spurious"].to_numpy(dtype=np.float64)
     smallness = -scored["diameter_um"].to_numpy(dtype=np.float64)
+    ranks = _ranks_pores(p)
+    nan = float("nan")
     rows = []
     for name, score in (("p_spurious", p), ("size_baseline", smallness)):
-        auc, lo, hi = roc_auc_bootstrap(score, y, n_boot=n_boot)
+        auc, lo, hi = roc_auc_bootstrap(score, y, n_boot=n_boot) if name != "p_spurious" or ranks else (nan,) * 3
         # size_baseline's AUC itself is already a row of validate.pore_auc_rows
         quantities = (("roc_auc_spurious", auc),) if name == "p_spurious" else ()
         rows += [_row(method, realization, sigma_um, q, name, v, n)
                  for q, v in (*quantities, ("roc_auc_ci_low", lo), ("roc_auc_ci_high", hi))]
-    gain, lo, hi = auc_difference_bootstrap(p, smallness, y, n_boot=n_boot)
+    gain, lo, hi = auc_difference_bootstrap(p, smallness, y, n_boot=n_boot) if ranks else (nan,) * 3
     rows += [_row(method, realization, sigma_um, q, "p_spurious", v, n)
              for q, v in (("roc_auc_gain_over_size", gain), ("roc_auc_gain_ci_low", lo), ("roc_auc_gain_ci_high", hi))]
     fdr, power, n_flagged = fdr_and_power(scored["flagged"].to_numpy(dtype=bool), y)
@@ -214,9 +227,7 @@ def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], model: T
         _row(method, realization, sigma_um, "power", "flagged", power, int(y.sum())),
         _row(method, realization, sigma_um, "n_flagged", "flagged", float(n_flagged), n),
     ]
-    if model is None or not training or not 0 < sum(int(spurious_labels(t).sum()) for t in training) < sum(
-        len(t) for t in training
-    ):
+    if model is None or not training or not ranks:
         return rows  # nothing to refit (no model, or unfitted_model's constant one)
     # the model's own features (those NaN or constant in training were dropped) each left out in turn,
     # with its penalty; calibration is not used here, naming its frames keeps fit_trust_model from warning
@@ -228,6 +239,13 @@ def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], model: T
         rows.append(_row(method, realization, sigma_um, "roc_auc_drop_one", dropped,
                          roc_auc(refit.p_spurious(scored), y), n))
     return rows
+
+
+def _ranks_pores(p_spurious: np.ndarray) -> bool:
+    """Whether a model's scores rank the pores at all: :func:`unfitted_model`'s constant does not, and
+    its ROC AUC (0.5 by ties) would read as a measured chance-level model."""
+    finite = p_spurious[np.isfinite(p_spurious)]
+    return finite.size > 0 and bool(np.ptp(finite) > 0)
 
 
 def roc_band(score, y, n_boot: int, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
@@ -265,6 +283,8 @@ def classifier_curves(scored: pd.DataFrame, config: dict, method: str, sigma_um:
     n_boot = int(config["trust"]["classifier"]["bootstrap"])
     rocs = []
     for name, score in (("p_spurious", scored["p_spurious"]), ("size_baseline", -scored["diameter_um"])):
+        if name == "p_spurious" and not _ranks_pores(score.to_numpy(dtype=np.float64)):
+            continue
         band = roc_band(score.to_numpy(dtype=np.float64), y, n_boot)
         rocs.append(band.assign(method=method, sigma_um=float(sigma_um), score=name)[ROC_COLUMNS])
     reliability = reliability_table(scored["p_spurious"].to_numpy(dtype=np.float64), y)
