@@ -233,6 +233,13 @@ def test_a_row_reports_the_classifier_the_flags_and_the_recovery(config):
     unscored = _scored().drop(columns=["p_spurious", "flagged"]).assign(calibrated=False)
     row = transfer_row(unscored, summary, config, "rl", "alternate", 3.0)
     assert row["structure"] == "foam" and np.isnan(row["auc_p_spurious"]) and not row["in_domain"]
+    # a model not fitted scores every pore alike: it ranks nothing, so no AUC (its ties would read 0.5)
+    constant = _scored().assign(p_spurious=0.01, flagged=False)
+    row = transfer_row(constant, summary, config, "deepnet", "transfer", 9.0)
+    assert np.isnan(row["auc_p_spurious"]) and np.isnan(row["auc_ci_low"]) and row["auc_size"] == 1.0
+    # real pores recovered at the wrong size are among the ground truth's pores
+    row = transfer_row(_scored(), pd.Series({**summary, "n_mis_sized": 3}), config, "deepnet", "transfer", 9.0)
+    assert row["n_gt_pores"] == 68
 
 
 def test_the_table_puts_alternate_first_and_reads_keys_not_paths(config, tmp_path):

@@ -14,7 +14,7 @@ import torch
 from conftest import REPO
 from resrecover.config import ConfigError, load_config
 from resrecover.evaluate.pores import CUT_BY_ENDS, write_labels
-from resrecover.io import read_volume, write_volume
+from resrecover.io import write_volume
 from resrecover.trust import read_trust_maps, trust_plan
 from resrecover.trust.maps import TrustError, gaussian_blur
 from resrecover.trust.score import load_trust_model, spurious_labels
@@ -249,7 +249,8 @@ def test_too_few_spurious_pores_to_fit_give_a_constant_model_that_reports_no_auc
                                    tmp_path / "flags.csv", config)
     rows = pd.DataFrame(classifier_rows(scored, [table], model, config, "deepnet", "alternate", 9.0))
     value = {(r.quantity, r.map): r.value for r in rows.itertuples()}
-    assert np.isnan(value[("roc_auc_spurious", "p_spurious")]) and np.isnan(value[("roc_auc_gain_over_size", "p_spurious")])
+    assert np.isnan(value[("roc_auc_spurious", "p_spurious")])
+    assert np.isnan(value[("roc_auc_gain_over_size", "p_spurious")])
     assert value[("roc_auc_ci_low", "size_baseline")] > 0.5 and value[("n_flagged", "flagged")] == 0
     assert not (rows["quantity"] == "roc_auc_drop_one").any()
     roc, _ = classifier_curves(scored, config, "deepnet", 9.0)

@@ -206,7 +206,7 @@ def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], model: T
         return [_row(method, realization, sigma_um, "spurious_pores_scored", "p_spurious", float(y.sum()), n)]
     p = scored["p_spurious"].to_numpy(dtype=np.float64)
     smallness = -scored["diameter_um"].to_numpy(dtype=np.float64)
-    ranks = _ranks_pores(p)
+    ranks = ranks_pores(p)
     nan = float("nan")
     rows = []
     for name, score in (("p_spurious", p), ("size_baseline", smallness)):
@@ -241,7 +241,7 @@ def classifier_rows(scored: pd.DataFrame, training: list[pd.DataFrame], model: T
     return rows
 
 
-def _ranks_pores(p_spurious: np.ndarray) -> bool:
+def ranks_pores(p_spurious: np.ndarray) -> bool:
     """Whether a model's scores rank the pores at all: :func:`unfitted_model`'s constant does not, and
     its ROC AUC (0.5 by ties) would read as a measured chance-level model."""
     finite = p_spurious[np.isfinite(p_spurious)]
@@ -283,7 +283,7 @@ def classifier_curves(scored: pd.DataFrame, config: dict, method: str, sigma_um:
     n_boot = int(config["trust"]["classifier"]["bootstrap"])
     rocs = []
     for name, score in (("p_spurious", scored["p_spurious"]), ("size_baseline", -scored["diameter_um"])):
-        if name == "p_spurious" and not _ranks_pores(score.to_numpy(dtype=np.float64)):
+        if name == "p_spurious" and not ranks_pores(score.to_numpy(dtype=np.float64)):
             continue
         band = roc_band(score.to_numpy(dtype=np.float64), y, n_boot)
         rocs.append(band.assign(method=method, sigma_um=float(sigma_um), score=name)[ROC_COLUMNS])

@@ -20,6 +20,7 @@ from ..io import atomic_write_csv
 from .conformal import fdr_and_power
 from .maps import TrustError
 from .score import roc_auc_bootstrap, spurious_labels
+from .spurious import ranks_pores
 from .validate import labelled_pores, roc_auc
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,9 @@ def transfer_row(scored: pd.DataFrame, summary: pd.Series, config: dict, method:
     row.update(zip(("auc_size", "auc_size_ci_low", "auc_size_ci_high"), _auc(smallness, y, n_boot)))
     if "p_spurious" in scored.columns:
         p = scored["p_spurious"].to_numpy(dtype=np.float64)
-        row.update(zip(("auc_p_spurious", "auc_ci_low", "auc_ci_high"), _auc(p, y, n_boot)))
+        # a model not fitted (too few spurious pores to learn from) ranks nothing: no AUC, not 0.5
+        auc = _auc(p, y, n_boot) if ranks_pores(p) else (nan,) * 3
+        row.update(zip(("auc_p_spurious", "auc_ci_low", "auc_ci_high"), auc))
         fdr, power, n_flagged = fdr_and_power(scored["flagged"].to_numpy(dtype=bool), y)
         row.update(fdr_achieved=fdr, power=power, n_flagged=n_flagged)
     else:  # no classifier (trust.classifier.enabled: false): only the size baseline and the recovery
