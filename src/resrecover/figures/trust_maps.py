@@ -88,6 +88,10 @@ def _roc_panel(ax, roc, method: str) -> None:
             ax.plot(curve["fpr"], curve["tpr"], style, color=color, alpha=shade, lw=1.0,
                     label=f"{'p_spurious' if score == 'p_spurious' else 'size alone'}, {sigma_label(sigma)}")
     ax.plot([0, 1], [0, 1], ":", color="0.7", lw=0.8)
+    if not (rows["score"] == "p_spurious").any():
+        # the classifier was not fitted (too few spurious pores to learn from): its constant ranks nothing
+        ax.text(0.97, 0.36, "no p_spurious:\nmodel not fitted\n(too few spurious\npores to learn from)",
+                ha="right", va="center", fontsize=5.5, color="0.3", transform=ax.transAxes)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="real pores flagged (FPR)", ylabel="spurious pores caught (TPR)")
     ax.set_title(f"{method_label(method)}: is this pore real?")
     ax.legend(loc="lower right", fontsize=5)
