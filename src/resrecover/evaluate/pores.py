@@ -295,8 +295,8 @@ def match_pores(
     smaller pore has at least :data:`MIS_SIZED_SHARE` of its voxels inside the larger is one real
     pore at the wrong size (``mis_sized``), neither spurious nor missed. For two pores of the same
     size this asks for IoU ≥ 1/3, which the main rule has already matched, so only size differences
-    land here. On the quick preset's validation realization at 9 µm, about 9 of DeepNet's 12
-    spurious pores were such pores: 10–17 voxels inside an unmatched real pore of 40–50 (IoU
+    land here. On the quick preset's validation realization at 9 µm, 10 of DeepNet's 12 spurious
+    pores were such pores, most of them 10–17 voxels inside an unmatched real pore of 40–50 (IoU
     0.14–0.29). Fragments inside a matched pore (a wall that is not there) stay spurious.
 
     Parameters

@@ -37,7 +37,7 @@ import pandas as pd
 
 from ..io import atomic_write_csv, read_volume
 from ..trust.maps import TrustError
-from ..trust.spurious import MIN_SPURIOUS_PORES  # noqa: F401 - the floor is the study's, named here too
+from ..trust.spurious import MIN_SPURIOUS_PORES
 
 log = logging.getLogger(__name__)
 
