@@ -102,7 +102,7 @@ def fig3_image_metrics(inputs: dict, config: dict | None) -> Figure:
 
 # --------------------------------------------------------------------------------------------- fig5
 def fig5_pore_recovery(inputs: dict, config: dict | None) -> Figure:
-    """(a) pores recovered (% of ground truth) per method and σ; (b) spurious and missed pores (ours)."""
+    """(a) pores recovered (% of ground truth) per method and σ; (b) spurious, wrong-size and missed pores (ours)."""
     table = read_table(
         as_path_list(inputs["pores_summary"])[0], ["method", "realization", "sigma_um", "n_pores", "recovery_pct"]
     )
@@ -137,6 +137,10 @@ def fig5_pore_recovery(inputs: dict, config: dict | None) -> Figure:
             )
         if {"n_spurious", "n_missed"} <= set(sub.columns):
             ax_err.bar(x + offset, sub["n_spurious"], **style)
+            if "n_mis_sized" in sub.columns:
+                # real pores at the wrong size: neither invented nor lost, stacked on the spurious ones
+                ax_err.bar(x + offset, sub["n_mis_sized"], bottom=sub["n_spurious"], alpha=0.45,
+                           **{**style, "hatch": "xxxx", "edgecolor": "white"})
             ax_err.bar(x + offset, -sub["n_missed"], alpha=0.45, **{**style, "hatch": "....", "edgecolor": "white"})
     gt_label = "ground truth = 100 %"
     if not truth.empty and np.isfinite(truth["n_pores"].iloc[0]):
@@ -149,8 +153,8 @@ def fig5_pore_recovery(inputs: dict, config: dict | None) -> Figure:
     ax_rec.set_ylabel("pores found (% of ground-truth count)")
     ax_rec.set_title("(a) Pore recovery, alternate realization (◇ train)", loc="left")
     ax_err.axhline(0, color="black", linewidth=0.6)
-    ax_err.set_ylabel("pores: spurious (+) / missed (−)")
-    ax_err.set_title("(b) Spurious and missed pores vs ground truth (ours)", loc="left")
+    ax_err.set_ylabel("pores: spurious, wrong size (+) / missed (−)")
+    ax_err.set_title("(b) Spurious, wrong-size and missed pores vs ground truth (ours)", loc="left")
     if not {"n_spurious", "n_missed"} <= set(rows.columns):
         _no_data(ax_err, "no matching columns in pores_summary.csv")
     for ax in (ax_rec, ax_err):
@@ -165,6 +169,9 @@ def fig5_pore_recovery(inputs: dict, config: dict | None) -> Figure:
         Patch(facecolor="0.5", alpha=0.45, hatch="....", edgecolor="white"),
     ]
     labels += ["train realization", "(b) spurious: no GT match", "(b) missed: GT pore not found"]
+    if "n_mis_sized" in rows.columns:
+        handles.append(Patch(facecolor="0.5", alpha=0.45, hatch="xxxx", edgecolor="white"))
+        labels.append("(b) wrong size: real pore, IoU < 0.3")
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(handles), 5))
     return fig
 
