@@ -499,6 +499,12 @@ def test_evaluate_volume_end_to_end(tmp_path):
     fsc = pd.read_csv(tables["fsc"])
     assert list(fsc.columns) == ["method", "realization", "sigma_um", "fsc_threshold", "resolution_um"]
 
+    # a summary written before a column existed (results of an earlier version): one line, and how to rebuild
+    pd.read_csv(out["summary"]).drop(columns=["n_mis_sized"]).to_csv(tmp_path / "old_summary.csv", index=False)
+    with pytest.raises(ResrecoverError, match=r"missing column\(s\) n_mis_sized; .* --forcerun segment_ground_truth"):
+        collect_pore_tables([tmp_path / "old_summary.csv"], [tmp_path / "gt_summary.csv"], [out["pores"]],
+                            [tmp_path / "gt_pores.csv"], out["gaussian_fit"], out["fsc"], *tables.values(), bin_um=5.0)
+
 
 def test_compiled_marching_cubes_is_scikit_images_classic_one():
     """Same triangles as ``marching_cubes(method='lorensen')``: equal area and volume to the rounding

@@ -289,8 +289,10 @@ def _read_csvs(paths, what: str) -> pd.DataFrame:
 def _require(df: pd.DataFrame, columns, source) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
+        # the package is not an input Snakemake tracks: tables an earlier version wrote stay "done"
         raise EvaluationError(
-            f"{source}: missing column(s) {', '.join(missing)}; has {', '.join(map(str, df.columns))}"
+            f"{source}: missing column(s) {', '.join(missing)}; has {', '.join(map(str, df.columns))} (written by "
+            "an earlier resrecover? rebuild them: snakemake --forcerun segment_ground_truth evaluate_volume ...)"
         )
 
 
