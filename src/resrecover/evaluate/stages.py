@@ -292,7 +292,7 @@ def _require(df: pd.DataFrame, columns, source) -> None:
         # the package is not an input Snakemake tracks: tables an earlier version wrote stay "done"
         raise EvaluationError(
             f"{source}: missing column(s) {', '.join(missing)}; has {', '.join(map(str, df.columns))} (written by "
-            "an earlier resrecover? rebuild them: snakemake --forcerun segment_ground_truth evaluate_volume ...)"
+            "an earlier resrecover? rebuild them: snakemake --forcerun segment_ground_truth pair_flag_pores ...)"
         )
 
 
