@@ -232,7 +232,18 @@ class PoreMatching:
         lookup = dict(zip(self.pairs["label"].to_numpy(), self.pairs["gt_label"].to_numpy()))
         lookup.update((int(label), CUT_BY_ENDS) for label in self.cut)
         lookup.update((int(label), MIS_SIZED) for label in self.mis_sized["label"])
-        return np.array([lookup.get(int(label), 0) for label in np.asarray(labels)], dtype=np.int64)
+        return _look_up(lookup, labels)
+
+    def partner_of(self, labels) -> np.ndarray:
+        """The ground-truth pore each recovered label in ``labels`` stands for: its match, or its
+        partner at the wrong size (0 = none: spurious, or cut by an end)."""
+        lookup = dict(zip(self.pairs["label"].to_numpy(), self.pairs["gt_label"].to_numpy()))
+        lookup.update(zip(self.mis_sized["label"].to_numpy(), self.mis_sized["gt_label"].to_numpy()))
+        return _look_up(lookup, labels)
+
+
+def _look_up(lookup: dict, labels) -> np.ndarray:
+    return np.array([lookup.get(int(label), 0) for label in np.asarray(labels)], dtype=np.int64)
 
 
 def _overlap_counts(labels: np.ndarray, gt_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -143,10 +143,7 @@ def overlap_labels(labels: np.ndarray, high_labels: np.ndarray, grid_box) -> pd.
     inside = np.bincount(crop.ravel(), minlength=n + 1)[1 : n + 1]
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(counts > 0, inside / np.maximum(counts, 1), 0.0)
-    matching = match_pores(crop, high_labels)
-    partner = dict(zip(matching.pairs["label"], matching.pairs["gt_label"]))
-    partner.update(zip(matching.mis_sized["label"], matching.mis_sized["gt_label"]))
-    matched = np.array([partner.get(int(label), 0) for label in ids], dtype=np.float64)
+    matched = match_pores(crop, high_labels).partner_of(ids).astype(np.float64)
     matched[share < OVERLAP_SHARE] = np.nan
     return pd.DataFrame({"label": ids, "overlap_share": share, "matched_high_res_label": matched})[counts > 0]
 

@@ -95,12 +95,11 @@ def fit_trust_model_from_files(pore_paths, output_path: str | Path, config: dict
         if cv:
             model.notes.append(f"l2 = {l2:g} chosen by leave-one-table-out cross-validation on the fitting pores "
                                f"(mean held-out ROC AUC by l2: {', '.join(f'{k:g}: {v:.3f}' for k, v in cv.items())})")
-    elif 0 < labels.sum() < labels.size:
-        model = unfitted_model(tables, info, int(labels.sum()), labels.size, note=(
-            f"not fitted: {int(labels.sum())} spurious of {labels.size} training pores; at least {MIN_SPURIOUS_PORES} "
-            "spurious pores are needed to fit on, so every pore gets the training rate and nothing is flagged"))
-    else:
-        model = unfitted_model(tables, info, int(labels.sum()), labels.size)
+    else:  # one kind only (unfitted_model's own note), or too few spurious pores
+        note = (f"not fitted: {int(labels.sum())} spurious of {labels.size} training pores; at least "
+                f"{MIN_SPURIOUS_PORES} spurious pores are needed to fit on, so every pore gets the training rate "
+                "and nothing is flagged") if 0 < labels.sum() < labels.size else None
+        model = unfitted_model(tables, info, int(labels.sum()), labels.size, note=note)
     save_trust_model(model, output_path)
     log.info("%s: fitted on %d pores (%d spurious) of %s; features %s, coefficients %s", output_path,
              labels.size, int(labels.sum()),
