@@ -281,6 +281,20 @@ def test_the_plan_can_fit_on_validation_too_and_still_flags_only_alternate():
     assert plan["realizations"] == ["train", "alternate", "validation"] and plan["flag_realizations"] == ["alternate"]
 
 
+def test_the_plan_fits_on_every_extra_labelled_foam_and_flags_none_of_them():
+    config = load_config(CONFIG)
+    config["realizations"]["labelled"] = [11, 12]
+    config["trust"]["classifier"]["fit_realizations"] = ["labelled", "train"]
+    plan = trust_plan(config)
+    assert plan["fit_realizations"] == ["train", "labelled1", "labelled2"]  # train first: it calibrates
+    assert plan["realizations"] == ["train", "alternate", "labelled1", "labelled2"]
+    assert plan["flag_realizations"] == ["alternate"]
+    config["realizations"]["labelled"] = []
+    with pytest.raises(ConfigError, match=r"^trust.classifier.fit_realizations: .* names 'labelled' but "
+                                          r"realizations.labelled is empty"):
+        trust_plan(config)
+
+
 def test_pores_cut_by_an_end_of_the_truth_are_neither_fitted_nor_scored(tmp_path):
     """A pore whose void the truth's edge kill removed (matched_gt_label -1) has no label: the fit,
     the calibration and the reported AUCs leave it out instead of counting it as spurious."""

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import TEST_CONFIG, run_snakemake
 from scipy import ndimage as ndi
 
-from resrecover.config import ConfigError, load_config
+from resrecover.config import ConfigError, labelled_realizations, load_config, realization_seeds
 from resrecover.evaluate.learning_curve import (
     CURVE_COLUMNS,
     ValidationSet,
@@ -37,9 +38,9 @@ CHOOSING_RULES = {"train", "learning_curve", "trust_model"}
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
 def test_every_preset_has_a_validation_realization_with_a_seed_of_its_own(preset):
     config = load_config(preset)
-    seeds = config["realizations"]
-    assert set(seeds) == {"train", "validation", "alternate", "transfer"}
-    assert len(set(seeds.values())) == 4
+    seeds = realization_seeds(config)
+    assert {"train", "validation", "alternate", "transfer"} <= set(seeds)
+    assert len(set(seeds.values())) == len(seeds)
     assert tuning_sigmas(config) and all(s in config["scan"]["sigmas_um"] for s in tuning_sigmas(config))
 
 
@@ -56,13 +57,15 @@ def upstream_files(job: dict, producer: dict) -> set[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def _dry_run_jobs(configfile: Path, *targets: str) -> list[dict]:
+def _dry_run_jobs(configfile: Path | tuple[Path, ...], *targets: str) -> list[dict]:
     """Every job of a forced dry run as {'rule', 'input', 'output'} (Snakemake's own job listing).
 
-    Cached: each dry run of a preset costs ~11 s, and several tests walk the same DAG (read only).
+    ``configfile``: a preset, or a preset and its overlays in order. Cached: each dry run of a preset
+    costs ~11 s, and several tests walk the same DAG (read only).
     """
+    configfiles = configfile if isinstance(configfile, tuple) else (configfile,)
     proc = subprocess.run(
-        [str(SNAKEMAKE), *targets, "-n", "--forceall", "--configfile", str(configfile)],
+        [str(SNAKEMAKE), *targets, "-n", "--forceall", "--configfile", *map(str, configfiles)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -97,6 +100,28 @@ def test_no_training_or_tuning_job_depends_on_the_alternate_realization(preset):
             assert "alternate" not in path and "/transfer" not in path, (
                 f"rule {job['rule']} ({job['output'][0]}) depends on {path}"
             )
+
+
+def test_extra_labelled_foams_only_fit_the_classifier():
+    """`make labelled-foams` (config/labelled.yaml over the quick preset): every extra foam is
+    simulated, recovered and labelled for the classifier, and nothing is trained or chosen on it."""
+    overlay = REPO / "config" / "labelled.yaml"
+    names = labelled_realizations(yaml.safe_load(overlay.read_text()))
+    assert len(names) >= 2
+    jobs = _dry_run_jobs((PRESETS[1], overlay), "all")
+    producer = {out: job for job in jobs for out in job["output"]}
+    fitted = [job for job in jobs if job["rule"] == "trust_model"]
+    assert fitted
+    for job in fitted:
+        read = {Path(p).parts[-2] for p in job["input"]}
+        assert read >= {"train", "validation", *names}, read
+        assert not any("alternate" in p for p in upstream_files(job, producer))
+    for job in jobs:
+        if job["rule"] in CHOOSING_RULES - {"trust_model"}:
+            reached = upstream_files(job, producer)
+            assert not [p for p in reached if any(n in Path(p).parts for n in names)], job["output"][0]
+        if any(n in Path(p).parts for p in job["output"] for n in names):
+            assert job["rule"] not in {"fig4_slice_grid", "summary_table", "trust_validation"}
 
 
 def test_the_demo_simulates_no_validation_foam():

@@ -96,12 +96,39 @@ def _deepnet_blocks(config: dict):
         yield f"deepnet.sigma_overrides[{i}]", {**block, **entry}
 
 
+#: ``realizations.labelled``: extra labelled foams, named ``labelled1``, ``labelled2``, ... in the list's order
+LABELLED = "labelled"
+
+
+def realization_seeds(config: dict) -> dict[str, int]:
+    """Every realization's phantom seed, by name.
+
+    The named ones (``train``, ``alternate``, ``validation``, ``transfer``) as the config gives them,
+    then the extra labelled foams of ``realizations.labelled`` as ``labelled1``, ``labelled2``, ...
+    in the list's order.
+    """
+    seeds = {name: seed for name, seed in config["realizations"].items() if name != LABELLED}
+    extra = config["realizations"].get(LABELLED, [])
+    seeds.update((f"{LABELLED}{i}", seed) for i, seed in enumerate(extra, start=1))
+    return seeds
+
+
+def labelled_realizations(config: dict) -> list[str]:
+    """Names of the extra labelled foams (``realizations.labelled``): ``labelled1``, ``labelled2``, ..."""
+    return [f"{LABELLED}{i}" for i in range(1, len(config["realizations"].get(LABELLED, [])) + 1)]
+
+
 def _check_cross_keys(config: dict) -> None:
-    seeds = config["realizations"]
-    if len(set(seeds.values())) < len(seeds):
+    seeds = realization_seeds(config)
+    by_seed: dict[int, list[str]] = {}
+    for name, seed in seeds.items():
+        by_seed.setdefault(seed, []).append(name)
+    shared = next((names for names in by_seed.values() if len(names) > 1), None)
+    if shared:
         raise ConfigError(
-            f"realizations: {seeds} reuse a seed; expected a different seed for each realization "
-            "(the same seed gives the same foam, and a setting chosen on it would be chosen on the data it is reported on)"
+            f"realizations: {' and '.join(shared)} share the seed {seeds[shared[0]]}; expected a different seed "
+            "for each realization (the same seed gives the same foam, and a setting chosen on it would be "
+            "chosen on the data it is reported on)"
         )
     low, high = config["transfer"]["aspect_ratio"]
     if low > high:

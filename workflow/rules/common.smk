@@ -8,6 +8,8 @@ from resrecover.config import (
     ConfigError,
     all_sigmas,
     derive_seed,
+    labelled_realizations,
+    realization_seeds,
     sigma_tag,
     validate_config,
 )
@@ -22,8 +24,10 @@ except ConfigError as exc:
 # The study trains on `train` and reports on `alternate`; `validation` (a third foam) is only simulated
 # for choosing settings (rule learning_curve), never for reporting. `transfer` is no foam but ellipsoidal
 # voids (config `transfer:`), simulated only for rule trust_transfer (transfer.smk), never trained on.
+# `labelled1`, `labelled2`, ... (config realizations.labelled) are foams simulated only to fit the
+# spurious-pore classifier (trust.classifier.fit_realizations: labelled).
 REALIZATIONS = ["train", "alternate"]
-FOAM_REALIZATIONS = [*REALIZATIONS, "validation"]
+FOAM_REALIZATIONS = [*REALIZATIONS, "validation", *labelled_realizations(config)]
 SIMULATED_REALIZATIONS = [*FOAM_REALIZATIONS, "transfer"]
 TARGET_SIGMA = sigma_tag(config["scan"]["target_sigma_um"])
 LRES_SIGMAS = [sigma_tag(s) for s in config["scan"]["sigmas_um"]]

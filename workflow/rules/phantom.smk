@@ -18,6 +18,6 @@ rule phantom:
         mem_mb=4000,
         runtime=30,
     params:
-        seed=lambda wc: config["realizations"][wc.realization],
+        seed=lambda wc: realization_seeds(config)[wc.realization],
     script:
         "../scripts/make_phantom.py"

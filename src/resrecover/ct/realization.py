@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from ..config import config_hash, derive_seed, sigma_tag
+from ..config import config_hash, derive_seed, realization_seeds, sigma_tag
 from .simulate import select_backend
 from .stages import degrade_scan_file, fdk_file, ground_truth_file, job_gpu, project_phantom_file
 
@@ -54,6 +54,7 @@ def scan_realization(
     scan = config["scan"]
     backend = select_backend(scan["backend"])
     common = {"config_hash": config_hash(config), "realization": realization}
+    seed = realization_seeds(config)[realization]
     t0 = time.perf_counter()
     with job_gpu(backend) as gpu, tempfile.TemporaryDirectory(prefix="resrecover-scan-") as scratch:
         folder = Path(projections_dir) if projections_dir is not None else Path(scratch)
@@ -61,7 +62,7 @@ def scan_realization(
         clean = folder / "clean.h5"
         project_phantom_file(
             phantom_path, clean, config, backend=backend, threads=threads, gpu=gpu,
-            phantom_seed=config["realizations"][realization], **common,
+            phantom_seed=seed, **common,
         )
         for sigma_um, out_path in recon_paths.items():
             projections = folder / f"sigma{sigma_tag(sigma_um)}.h5"
@@ -79,6 +80,6 @@ def scan_realization(
                 projections.unlink()
         ground_truth_file(
             phantom_path, ground_truth_path, config, backend=backend, threads=threads, gpu=gpu,
-            seed=config["realizations"][realization], **common,
+            seed=seed, **common,
         )
     log.info("%s: %d scans and the ground truth in %.1f s", realization, len(recon_paths), time.perf_counter() - t0)

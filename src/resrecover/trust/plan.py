@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from ..config import ConfigError, sigma_tag
+from ..config import LABELLED, ConfigError, labelled_realizations, sigma_tag
 from ..methods.registry import NETWORKS
 from .ensemble import ensemble_method
 
 REALIZATIONS = ("train", "alternate")
-#: realizations with ground truth the classifier may be fitted on, in order (never ``alternate``)
-FIT_REALIZATIONS = ("train", "validation")
+#: realizations with ground truth the classifier may be fitted on, in order (never ``alternate``);
+#: ``labelled`` stands for every extra labelled foam (``realizations.labelled``)
+FIT_REALIZATIONS = ("train", "validation", LABELLED)
 
 
 def _sigma_subset(block: dict, key: str, levels: list[str], where: str) -> list[str]:
@@ -21,6 +22,26 @@ def _sigma_subset(block: dict, key: str, levels: list[str], where: str) -> list[
     if outside:
         raise ConfigError(f"trust.{key}: {block[key]} holds {', '.join(outside)} µm, not a level {where}")
     return tags
+
+
+def _fit_realizations(config: dict) -> list[str]:
+    """``trust.classifier.fit_realizations`` in the order of :data:`FIT_REALIZATIONS`, ``labelled``
+    replaced by the names of ``realizations.labelled``'s foams; ConfigError when it has none."""
+    named = config["trust"]["classifier"]["fit_realizations"]
+    fit = []
+    for name in FIT_REALIZATIONS:
+        if name not in named:
+            continue
+        if name != LABELLED:
+            fit.append(name)
+        elif not (labelled := labelled_realizations(config)):
+            raise ConfigError(
+                f"trust.classifier.fit_realizations: {named} names '{LABELLED}' but realizations.{LABELLED} "
+                "is empty; expected the seeds of the extra labelled foams there"
+            )
+        else:
+            fit.extend(labelled)
+    return fit
 
 
 def trust_plan(config: dict) -> dict:
@@ -42,11 +63,13 @@ def trust_plan(config: dict) -> dict:
       then they are recovered and evaluated like any method, on both realizations);
     - ``ensemble_size`` : K;
     - ``classifier`` : whether the spurious-pore classifier is fitted and applied;
-    - ``fit_realizations`` : realizations it is fitted and calibrated on (they get trust maps too);
+    - ``fit_realizations`` : realizations it is fitted and calibrated on (they get trust maps too),
+      the extra labelled foams by name (``labelled1``, ...);
     - ``flag_realizations`` : realizations whose pores it scores (the others: ``alternate``).
 
     Raises :class:`resrecover.config.ConfigError` for a σ that is not a low-resolution level (or,
-    for an ensemble σ, not a trust level).
+    for an ensemble σ, not a trust level), and for a classifier fitted on ``labelled`` foams when
+    ``realizations.labelled`` lists none.
     """
     block = config["trust"]
     lres = [sigma_tag(s) for s in config["scan"]["sigmas_um"]]
@@ -86,7 +109,7 @@ def trust_plan(config: dict) -> dict:
     evaluate = set(ensemble_sigmas) == set(lres) and bool(networks)
     classifier = bool(block["classifier"]["enabled"]) and bool(methods)
     # the classifier's fitting realizations need trust maps and per-pore features of their own
-    fit = [r for r in FIT_REALIZATIONS if r in block["classifier"]["fit_realizations"]] if classifier else []
+    fit = _fit_realizations(config) if classifier else []
     mapped = [r for r in REALIZATIONS if r in block["realizations"] or r in fit] + [r for r in fit if r not in REALIZATIONS]
     plan.update(
         methods=methods,
