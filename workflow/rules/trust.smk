@@ -95,7 +95,8 @@ rule trust_pores:
 
 
 # The spurious-pore classifier: one model per method, fitted on the labelled pores of the fitting
-# realization (train) at every trust σ, never on alternate's
+# realizations (trust.classifier.fit_realizations: train, validation, the extra labelled foams) at every
+# trust σ, never on alternate's
 rule trust_model:
     input:
         trust_model_training,
