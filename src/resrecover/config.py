@@ -108,8 +108,7 @@ def realization_seeds(config: dict) -> dict[str, int]:
     in the list's order.
     """
     seeds = {name: seed for name, seed in config["realizations"].items() if name != LABELLED}
-    extra = config["realizations"].get(LABELLED, [])
-    seeds.update((f"{LABELLED}{i}", seed) for i, seed in enumerate(extra, start=1))
+    seeds.update(zip(labelled_realizations(config), config["realizations"].get(LABELLED, [])))
     return seeds
 
 
